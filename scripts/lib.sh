@@ -1,0 +1,119 @@
+# scripts/lib.sh: shared by the demo, the test runner, stress tests and benchmarks.
+# Source it; it sets FS_ROOT and defines:
+#   fs_install_deps   apt-get what is missing (Debian 12, as root)
+#   fs_build          build and install the extension (warnings are errors)
+#   fs_as_pg CMD...   run CMD as the unprivileged "postgres" user when we are root
+#   fs_tmpdir         a temp dir the postgres user can write; removed at exit
+#   fs_free_port      a free loopback TCP port
+#   fs_pg_start DIR PORT [conf lines...]   throwaway cluster: initdb, loopback only, preload set
+#   fs_pg_stop DIR    stop it by the pid in its postmaster.pid
+#   fs_psql PORT SQL  psql -X -At against a throwaway cluster
+# Everything started through these is stopped by fs_cleanup (an EXIT trap).
+
+set -euo pipefail
+
+FS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_BIN=/usr/lib/postgresql/15/bin
+PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
+FS_PACKAGES="make gcc libc6-dev postgresql-15 postgresql-server-dev-15 libhiredis-dev redis-server libipc-run-perl"
+
+FS_CLUSTERS=()
+FS_TMPDIRS=()
+
+fs_log() { printf '== %s\n' "$*" >&2; }
+
+fs_install_deps() {
+    local missing=()
+    for p in $FS_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        fs_log "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    # the Debian package may start a "main" cluster and a redis service; we use our own
+    # servers on our own ports and leave those alone.
+}
+
+fs_build() {
+    fs_log "building flashsale"
+    make -C "$FS_ROOT" -s clean >/dev/null
+    make -C "$FS_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" 2>&1 | { grep -E 'warning|error' && exit 1 || true; }
+    make -C "$FS_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" install >/dev/null
+}
+
+fs_as_pg() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- env PATH="$PG_BIN:$PATH" "$@"
+    else
+        env PATH="$PG_BIN:$PATH" "$@"
+    fi
+}
+
+fs_tmpdir() {
+    local d
+    d=$(mktemp -d /tmp/flashsale.XXXXXX)
+    chmod 755 "$d"
+    [ "$(id -u)" = 0 ] && chown postgres: "$d"
+    FS_TMPDIRS+=("$d")
+    echo "$d"
+}
+
+fs_free_port() {
+    local p
+    while :; do
+        p=$(( 20000 + RANDOM % 30000 ))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return
+        fi
+    done
+}
+
+fs_pg_start() {
+    local dir=$1 port=$2
+    shift 2
+    fs_as_pg initdb -D "$dir" -U postgres -A trust --no-sync >/dev/null
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "port = $port"
+        echo "unix_socket_directories = '$dir'"
+        echo "shared_preload_libraries = 'flashsale'"
+        echo "max_connections = 200"
+        echo "shared_buffers = 512MB"
+        echo "max_locks_per_transaction = 128"
+        echo "log_min_messages = warning"
+        for line in "$@"; do echo "$line"; done
+    } | fs_as_pg tee -a "$dir/postgresql.conf" >/dev/null
+    FS_CLUSTERS+=("$dir")
+    fs_as_pg pg_ctl -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
+}
+
+fs_pg_stop() {
+    local dir=$1 pid
+    [ -f "$dir/postmaster.pid" ] || return 0
+    pid=$(head -1 "$dir/postmaster.pid")
+    kill -INT "$pid" 2>/dev/null || return 0
+    for _ in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -QUIT "$pid" 2>/dev/null || true
+}
+
+fs_psql() {
+    local port=$1
+    shift
+    fs_as_pg psql -X -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "$*"
+}
+
+fs_cleanup() {
+    local d
+    for d in "${FS_CLUSTERS[@]}"; do fs_pg_stop "$d"; done
+    if [ -z "${FS_KEEP_TMP:-}" ]; then
+        for d in "${FS_TMPDIRS[@]}"; do rm -rf "$d"; done
+    fi
+}
+trap fs_cleanup EXIT
