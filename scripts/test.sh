@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Runs every test suite of flashsale against real PostgreSQL (throwaway instances).
+#   scripts/test.sh            all suites
+#   scripts/test.sh SUITE...   some of: regress isolation stress
+# Installs what it needs (as root, Debian 12), builds and installs the extension,
+# starts and stops its own servers, and prints "N passed, N failed" at the end.
+source "$(dirname "$0")/lib.sh"
+
+SUITES=("$@")
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(regress isolation stress)
+
+fs_install_deps
+fs_build
+
+work=$(fs_tmpdir)
+passed=0
+failed=0
+failures=()
+
+show_diffs() { # dir
+    if [ -f "$1/regression.diffs" ]; then
+        cat "$1/regression.diffs" >&2
+    fi
+}
+
+suite_regress() {
+    local out="$work/regress"
+    fs_as_pg mkdir -p "$out"
+    fs_as_pg "$PGXS_DIR/src/test/regress/pg_regress" \
+        --temp-instance="$out/instance" --temp-config="$FS_ROOT/test/regress.conf" \
+        --port="$(fs_free_port)" --bindir="$PG_BIN" \
+        --inputdir="$FS_ROOT" --outputdir="$out" --dbname=flashsale_regress \
+        install coupon || { show_diffs "$out"; return 1; }
+}
+
+suite_isolation() {
+    local out="$work/isolation" specs
+    specs=$(cd "$FS_ROOT/test/isolation/specs" && ls ./*.spec | sed 's|^\./||; s|\.spec$||' | sort)
+    fs_as_pg mkdir -p "$out"
+    # shellcheck disable=SC2086
+    fs_as_pg "$PGXS_DIR/src/test/isolation/pg_isolation_regress" \
+        --temp-instance="$out/instance" --temp-config="$FS_ROOT/test/regress.conf" \
+        --port="$(fs_free_port)" --bindir="$PG_BIN" \
+        --inputdir="$FS_ROOT/test/isolation" --outputdir="$out" --dbname=flashsale_isolation \
+        --load-extension=flashsale $specs || { show_diffs "$out"; return 1; }
+}
+
+suite_stress() {
+    local t
+    for t in "$FS_ROOT"/test/stress/*.sh; do
+        fs_log "stress: $(basename "$t")"
+        bash "$t" || return 1
+    done
+}
+
+for s in "${SUITES[@]}"; do
+    fs_log "suite: $s"
+    if "suite_$s"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failures+=("$s")
+    fi
+done
+
+echo
+[ $failed -eq 0 ] || echo "failed suites: ${failures[*]}"
+echo "suites: $passed passed, $failed failed"
+[ $failed -eq 0 ]

@@ -1,0 +1,20 @@
+-- A fresh install at the default version, no upgrade path involved.
+CREATE EXTENSION flashsale;
+SELECT extversion FROM pg_extension WHERE extname = 'flashsale';
+SELECT nspname FROM pg_namespace WHERE nspname = 'flashsale';
+-- everything the extension owns
+SELECT pg_describe_object(classid, objid, 0) AS object
+FROM pg_depend
+WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+  AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'flashsale')
+ORDER BY 1;
+-- the GUCs, with their defaults
+SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'flashsale.%' ORDER BY 1;
+-- prefix reserved: a typo is refused
+SET flashsale.lock_timout = 10;
+SET flashsale.lock_timeout = -1;
+-- dropping leaves only the (empty) schema behind; re-creating works
+DROP EXTENSION flashsale;
+SELECT count(*) FROM pg_class WHERE relnamespace = 'flashsale'::regnamespace;
+SELECT count(*) FROM pg_proc WHERE pronamespace = 'flashsale'::regnamespace;
+CREATE EXTENSION flashsale;
