@@ -11,9 +11,9 @@
  *      stripe chosen by its backend and skipping stripes it knows are empty,
  *      and only waits (FIFO, bounded by flashsale.lock_timeout) when every
  *      stripe with units is busy;
- *   4. moves one unit of that stripe to the member in one statement; the
- *      stripe's "issued < quantity" is re-checked under its lock, so the
- *      total cap is exact.
+ *   4. moves one unit of that stripe to the member; the stripe's
+ *      "issued < quantity" is re-checked under its lock, so the total cap
+ *      is exact.
  * A stripe found empty is released and the next one tried; no open stripe
  * left means sold out.  Every outcome but "issued" releases the locks it
  * took and changes nothing.
@@ -64,16 +64,19 @@ static FsQuery q_open_stripes = {
 	1, {INT8OID}
 };
 
-/* Under the stripe lock: one unit from the stripe to the member, or nothing. */
+/* Under the stripe lock: take one unit of the stripe, or nothing if it is empty. */
 static FsQuery q_take = {
-	"WITH s AS (UPDATE flashsale.coupon_stripe SET issued = issued + 1"
-	"           WHERE coupon_id = $1 AND stripe = $3 AND issued < quantity"
-	"           RETURNING 1),"
-	"     m AS (INSERT INTO flashsale.member_coupon"
-	"             (coupon_id, member_id, seq, per_member_limit, stripe)"
-	"           SELECT $1, $2, $4, $5, $3 FROM s"
-	"           ON CONFLICT DO NOTHING RETURNING member_coupon_id)"
-	" SELECT (SELECT count(*) FROM s), (SELECT member_coupon_id FROM m)",
+	"UPDATE flashsale.coupon_stripe SET issued = issued + 1"
+	" WHERE coupon_id = $1 AND stripe = $2 AND issued < quantity",
+	2, {INT8OID, INT4OID}
+};
+
+/* ... and give it to the member. */
+static FsQuery q_give = {
+	"INSERT INTO flashsale.member_coupon"
+	" (coupon_id, member_id, seq, per_member_limit, stripe)"
+	" VALUES ($1, $2, $3, $4, $5)"
+	" ON CONFLICT DO NOTHING RETURNING member_coupon_id",
 	5, {INT8OID, INT8OID, INT4OID, INT4OID, INT4OID}
 };
 
@@ -227,7 +230,7 @@ take_from(DryStripes *dry, int64 member_id, int32 seq, int32 limit,
 	{
 		LOCKTAG		tag;
 		int			pick = -1;
-		Datum		values[5];
+		Datum		values[2];
 		bool		isnull;
 
 		for (int i = 0; i < n && pick < 0; i++)
@@ -243,18 +246,19 @@ take_from(DryStripes *dry, int64 member_id, int32 seq, int32 limit,
 		}
 
 		values[0] = Int64GetDatum(coupon_id);
-		values[1] = Int64GetDatum(member_id);
-		values[2] = Int32GetDatum(cand[pick]);
-		values[3] = Int32GetDatum(seq);
-		values[4] = Int32GetDatum(limit);
-		fs_spi_run(&q_take, values, NULL, false);
-		if (DatumGetInt64(fs_spi_get(0, 1, &isnull)) > 0)
+		values[1] = Int32GetDatum(cand[pick]);
+		if (fs_spi_run(&q_take, values, NULL, false) > 0)
 		{
-			Datum		id = fs_spi_get(0, 2, &isnull);
+			Datum		give[5];
 
-			if (!isnull)
+			give[0] = Int64GetDatum(coupon_id);
+			give[1] = Int64GetDatum(member_id);
+			give[2] = Int32GetDatum(seq);
+			give[3] = Int32GetDatum(limit);
+			give[4] = Int32GetDatum(cand[pick]);
+			if (fs_spi_run(&q_give, give, NULL, false) > 0)
 			{
-				*member_coupon_id = DatumGetInt64(id);
+				*member_coupon_id = DatumGetInt64(fs_spi_get(0, 1, &isnull));
 				return FS_ISSUED;
 			}
 
@@ -262,7 +266,6 @@ take_from(DryStripes *dry, int64 member_id, int32 seq, int32 limit,
 			 * The member's seq was taken by an INSERT that bypassed the
 			 * functions (and so the member lock): give the unit back.
 			 */
-			values[1] = values[2];
 			fs_spi_run(&q_untake, values, NULL, false);
 			fs_lock_release(&tag);
 			return FS_ALREADY_ISSUED;
