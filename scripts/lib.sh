@@ -18,7 +18,9 @@ PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
 FS_PACKAGES="make gcc libc6-dev postgresql-15 postgresql-server-dev-15 libhiredis-dev redis-server libipc-run-perl"
 
 FS_CLUSTERS=()
-FS_TMPDIRS=()
+# every temp dir of this script lives below one root, removed at exit
+FS_TMP_ROOT=$(mktemp -d /tmp/flashsale.XXXXXX)
+chmod 755 "$FS_TMP_ROOT"
 
 fs_log() { printf '== %s\n' "$*" >&2; }
 
@@ -54,10 +56,9 @@ fs_as_pg() {
 
 fs_tmpdir() {
     local d
-    d=$(mktemp -d /tmp/flashsale.XXXXXX)
+    d=$(mktemp -d "$FS_TMP_ROOT/XXXXXX")
     chmod 755 "$d"
     [ "$(id -u)" = 0 ] && chown postgres: "$d"
-    FS_TMPDIRS+=("$d")
     echo "$d"
 }
 
@@ -113,7 +114,7 @@ fs_cleanup() {
     local d
     for d in "${FS_CLUSTERS[@]}"; do fs_pg_stop "$d"; done
     if [ -z "${FS_KEEP_TMP:-}" ]; then
-        for d in "${FS_TMPDIRS[@]}"; do rm -rf "$d"; done
+        rm -rf "$FS_TMP_ROOT"
     fi
 }
 trap fs_cleanup EXIT
