@@ -1,12 +1,22 @@
 # flashsale: PGXS build.  `make && make install`; tests: scripts/test.sh
 EXTENSION   = flashsale
 MODULE_big  = flashsale
-OBJS        = src/flashsale.o src/errors.o src/spi.o src/locks.o src/coupon.o
+OBJS        = src/flashsale.o src/errors.o src/spi.o src/locks.o src/coupon.o \
+              src/redis.o src/stock.o
 DATA        = $(wildcard flashsale--*.sql)
 PGFILEDESC  = "flashsale - flash-sale primitives for PostgreSQL"
 
 PG_CONFIG  ?= pg_config
 PG_CFLAGS  += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
+SHLIB_LINK += -lhiredis
+EXTRA_CLEAN = src/lua_scripts.h
+LUA_SCRIPTS = $(sort $(wildcard src/lua/*.lua))
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Lua scripts are kept as readable .lua files and compiled in as C strings.
+src/lua_scripts.h: $(LUA_SCRIPTS) scripts/lua2c.sh
+	sh scripts/lua2c.sh $(LUA_SCRIPTS) > $@
+
+src/stock.o: src/lua_scripts.h

@@ -8,6 +8,9 @@
 #   fs_pg_start DIR PORT [conf lines...]   throwaway cluster: initdb, loopback only, preload set
 #   fs_pg_stop DIR    stop it by the pid in its postmaster.pid
 #   fs_psql PORT SQL  psql -X -At against a throwaway cluster
+#   fs_redis_start DIR PORT   a throwaway redis-server on 127.0.0.1:PORT (no persistence)
+#   fs_redis_stop DIR         stop it by the pid in DIR/redis.pid
+#   fs_redis PORT ARGS...     redis-cli against it
 # Everything started through these is stopped by fs_cleanup (an EXIT trap).
 
 set -euo pipefail
@@ -110,9 +113,46 @@ fs_psql() {
     fs_as_pg psql -X -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "$*"
 }
 
+FS_REDISES=()
+
+fs_redis_start() {
+    local dir=$1 port=$2
+    mkdir -p "$dir"
+    redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --dir "$dir" \
+        --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+        --save '' --appendonly no >/dev/null
+    FS_REDISES+=("$dir")
+    for _ in $(seq 1 100); do
+        redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.05
+    done
+    echo "redis-server did not start on port $port" >&2
+    return 1
+}
+
+fs_redis_stop() {
+    local dir=$1 pid
+    [ -f "$dir/redis.pid" ] || return 0
+    pid=$(cat "$dir/redis.pid")
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || { rm -f "$dir/redis.pid"; return 0; }
+        sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$dir/redis.pid"
+}
+
+fs_redis() {
+    local port=$1
+    shift
+    redis-cli -h 127.0.0.1 -p "$port" "$@"
+}
+
 fs_cleanup() {
     local d
     for d in "${FS_CLUSTERS[@]}"; do fs_pg_stop "$d"; done
+    for d in "${FS_REDISES[@]}"; do fs_redis_stop "$d"; done
     if [ -z "${FS_KEEP_TMP:-}" ]; then
         rm -rf "$FS_TMP_ROOT"
     fi

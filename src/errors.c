@@ -8,14 +8,6 @@
 #include "fmgr.h"
 #include "utils/elog.h"
 
-/*
- * flashsale's own SQLSTATE class "FS" (documented in README.md).
- */
-#define ERRCODE_FS_ALREADY_ISSUED	MAKE_SQLSTATE('F','S','0','0','1')
-#define ERRCODE_FS_SOLD_OUT			MAKE_SQLSTATE('F','S','0','0','2')
-#define ERRCODE_FS_NOT_ACTIVE		MAKE_SQLSTATE('F','S','0','0','3')
-#define ERRCODE_FS_NOT_FOUND		MAKE_SQLSTATE('F','S','0','0','4')
-
 typedef struct FsStatusInfo
 {
 	const char *name;			/* what try_* returns */

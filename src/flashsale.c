@@ -14,6 +14,13 @@ PG_MODULE_MAGIC;
 
 int			fs_lock_timeout_ms = 5000;
 int			fs_coupon_stripes = 64;
+char	   *fs_redis_host = NULL;
+int			fs_redis_port = 6379;
+char	   *fs_redis_password = NULL;
+int			fs_redis_database = 0;
+int			fs_redis_connect_timeout_ms = 1000;
+int			fs_redis_timeout_ms = 1000;
+char	   *fs_key_prefix = NULL;
 
 void		_PG_init(void);
 
@@ -37,5 +44,38 @@ _PG_init(void)
 							PGC_USERSET, 0,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("flashsale.redis_host",
+							   "Host of the Redis server that holds stock.",
+							   NULL, &fs_redis_host, "127.0.0.1",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("flashsale.redis_port",
+							"Port of the Redis server that holds stock.",
+							NULL, &fs_redis_port, 6379, 1, 65535,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("flashsale.redis_password",
+							   "Password for Redis AUTH (empty: none).",
+							   "Only superusers can set or see it.",
+							   &fs_redis_password, "",
+							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("flashsale.redis_database",
+							"Redis database number (SELECT).",
+							NULL, &fs_redis_database, 0, 0, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("flashsale.redis_connect_timeout",
+							"Longest wait for a connection to Redis.",
+							NULL, &fs_redis_connect_timeout_ms, 1000, 1, 3600000,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("flashsale.redis_timeout",
+							"Longest wait for one Redis call.",
+							NULL, &fs_redis_timeout_ms, 1000, 1, 3600000,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("flashsale.key_prefix",
+							   "Prefix of every Redis key flashsale uses.",
+							   "Lets several databases share one Redis.",
+							   &fs_key_prefix, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("flashsale");
+	fs_stock_init();
 }

@@ -11,6 +11,24 @@
 /* ---- GUCs (flashsale.c) ---- */
 extern int	fs_lock_timeout_ms;
 extern int	fs_coupon_stripes;
+extern char *fs_redis_host;
+extern int	fs_redis_port;
+extern char *fs_redis_password;
+extern int	fs_redis_database;
+extern int	fs_redis_connect_timeout_ms;
+extern int	fs_redis_timeout_ms;
+extern char *fs_key_prefix;
+
+/* ---- stock (stock.c) ---- */
+extern void fs_stock_init(void);
+
+/* ---- flashsale's own SQLSTATE class "FS" (documented in README.md) ---- */
+#define ERRCODE_FS_ALREADY_ISSUED		MAKE_SQLSTATE('F','S','0','0','1')
+#define ERRCODE_FS_SOLD_OUT				MAKE_SQLSTATE('F','S','0','0','2')
+#define ERRCODE_FS_NOT_ACTIVE			MAKE_SQLSTATE('F','S','0','0','3')
+#define ERRCODE_FS_NOT_FOUND			MAKE_SQLSTATE('F','S','0','0','4')
+#define ERRCODE_FS_INSUFFICIENT_STOCK	MAKE_SQLSTATE('F','S','0','1','0')
+#define ERRCODE_FS_UNKNOWN_PRODUCT		MAKE_SQLSTATE('F','S','0','1','1')
 
 /* ---- outcomes and errors (errors.c): one table for status text and SQLSTATE ---- */
 typedef enum FsStatus
@@ -47,12 +65,30 @@ extern Datum fs_spi_get(uint64 row, int col, bool *isnull);
 typedef enum FsLockKind
 {
 	FS_LOCK_COUPON_STRIPE = 0xF501,
-	FS_LOCK_COUPON_MEMBER = 0xF502
+	FS_LOCK_COUPON_MEMBER = 0xF502,
+	FS_LOCK_STOCK = 0xF503
 } FsLockKind;
 
 extern void fs_locktag(LOCKTAG *tag, FsLockKind kind, int64 key1, int64 key2);
 extern bool fs_lock_try(const LOCKTAG *tag);
 extern void fs_lock_wait(const LOCKTAG *tag, const char *what);
+extern void fs_lock_wait_mode(const LOCKTAG *tag, LOCKMODE mode, const char *what);
 extern void fs_lock_release(const LOCKTAG *tag);
+extern void fs_lock_release_mode(const LOCKTAG *tag, LOCKMODE mode);
+
+/* ---- Redis (redis.c): the one call path to Redis ---- */
+typedef struct FsScript
+{
+	const char *name;
+	const char *body;
+	char		sha[41];		/* SHA1 of body, hex; computed on first use */
+} FsScript;
+
+struct redisReply;
+extern struct redisReply *fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw);
+extern struct redisReply *fs_redis_script(FsScript *script, int nkeys, int argc,
+										  const char **argv, const size_t *lens, bool throw);
+extern void fs_redis_free(struct redisReply *reply);
+extern char *fs_redis_address(void);
 
 #endif							/* FLASHSALE_H */

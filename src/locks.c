@@ -41,13 +41,19 @@ fs_lock_try(const LOCKTAG *tag)
 void
 fs_lock_wait(const LOCKTAG *tag, const char *what)
 {
+	fs_lock_wait_mode(tag, ExclusiveLock, what);
+}
+
+void
+fs_lock_wait_mode(const LOCKTAG *tag, LOCKMODE mode, const char *what)
+{
 	int			saved_timeout = LockTimeout;
 	MemoryContext mcxt = CurrentMemoryContext;
 
 	LockTimeout = fs_lock_timeout_ms;
 	PG_TRY();
 	{
-		(void) LockAcquire(tag, ExclusiveLock, false, false);
+		(void) LockAcquire(tag, mode, false, false);
 	}
 	PG_CATCH();
 	{
@@ -76,5 +82,11 @@ fs_lock_wait(const LOCKTAG *tag, const char *what)
 void
 fs_lock_release(const LOCKTAG *tag)
 {
-	LockRelease(tag, ExclusiveLock, false);
+	fs_lock_release_mode(tag, ExclusiveLock);
+}
+
+void
+fs_lock_release_mode(const LOCKTAG *tag, LOCKMODE mode)
+{
+	LockRelease(tag, mode, false);
 }

@@ -1,0 +1,885 @@
+/*
+ * stock.c: stock decremented in Redis, bound to the calling transaction.
+ *
+ * A decrement is a reservation that belongs to the calling transaction:
+ *  - Redis takes the units and records them under the transaction's identity
+ *    (system identifier : full xid) in the product's reservation hash, in
+ *    one Lua script: one round trip per decrement;
+ *  - the same transaction appends a row to flashsale.stock_ledger, so a
+ *    commit records the sale durably without touching the product's row;
+ *  - rollback, an error or ROLLBACK TO SAVEPOINT gives the units back from
+ *    the (sub)transaction abort callback; a failure there leaves the
+ *    reservation in Redis for the background worker to settle;
+ *  - after a commit nothing is sent from the commit callback: the
+ *    reservation's entry is dropped by this backend's next script call (or
+ *    by the worker).
+ * Decrementers hold the product's advisory lock in share mode until their
+ * transaction ends.  A product Redis does not know is reloaded from the
+ * database truth (quantity minus ledger) under that lock in exclusive mode,
+ * so no reservation can be in flight while it is computed.  set_stock and
+ * restore_stock change the truth in the database and delete the product's
+ * Redis keys just before commit, so the next decrement reloads it.
+ */
+#include "flashsale.h"
+
+#include <hiredis/hiredis.h>
+
+#include "access/transam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/procarray.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "lua_scripts.h"
+
+PG_FUNCTION_INFO_V1(fs_set_stock);
+PG_FUNCTION_INFO_V1(fs_decrement_stock);
+PG_FUNCTION_INFO_V1(fs_try_decrement_stock);
+PG_FUNCTION_INFO_V1(fs_decrement_stock_multi);
+PG_FUNCTION_INFO_V1(fs_restore_stock);
+PG_FUNCTION_INFO_V1(fs_stock_level);
+PG_FUNCTION_INFO_V1(fs_stock_redis);
+
+/* Lua numbers are doubles: every stock figure stays at or below 2^53 - 1. */
+#define FS_MAX_STOCK INT64CONST(9007199254740991)
+#define FS_MAX_ITEMS 100
+#define FS_MAX_SETTLE 32
+
+static FsScript s_decrement = {"decrement", fs_lua_decrement};
+static FsScript s_giveback = {"giveback", fs_lua_giveback};
+static FsScript s_reload = {"reload", fs_lua_reload};
+static FsScript s_info = {"info", fs_lua_info};
+
+static FsQuery q_truth = {
+	"SELECT (s.quantity - coalesce((SELECT sum(l.quantity) FROM flashsale.stock_ledger l"
+	"                               WHERE l.product_id = s.product_id), 0))::bigint"
+	" FROM flashsale.stock s WHERE s.product_id = $1",
+	1, {INT8OID}
+};
+
+static FsQuery q_ledger = {
+	"INSERT INTO flashsale.stock_ledger (product_id, quantity)"
+	" SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+	2, {INT8ARRAYOID, INT8ARRAYOID}
+};
+
+static FsQuery q_set = {
+	"INSERT INTO flashsale.stock AS s (product_id, quantity)"
+	" VALUES ($1, $2 + coalesce((SELECT sum(quantity) FROM flashsale.stock_ledger"
+	"                            WHERE product_id = $1), 0))"
+	" ON CONFLICT (product_id) DO UPDATE"
+	" SET quantity = EXCLUDED.quantity, updated_at = now()",
+	2, {INT8OID, INT8OID}
+};
+
+/* ---- per-transaction state ---- */
+
+typedef struct Reservation
+{
+	int64		product;
+	int64		qty;
+	SubTransactionId subid;
+	bool		uncertain;		/* the call may or may not have reached Redis */
+} Reservation;
+
+typedef struct Settle
+{
+	int64		product;
+	char		txn[64];
+} Settle;
+
+static MemoryContext xact_cxt = NULL;	/* reservations, dirty products */
+static List *reservations = NIL;
+static List *dirty = NIL;		/* products whose Redis keys go at pre-commit */
+static char txn_ident[64] = "";
+
+static MemoryContext settle_cxt = NULL; /* outlives transactions */
+static List *settles = NIL;		/* committed reservations to drop in Redis */
+static bool exit_hook = false;
+
+static char *
+stock_key(int64 product)
+{
+	return psprintf("%sstock:product:%lld", fs_key_prefix, (long long) product);
+}
+
+static char *
+reserved_key(int64 product)
+{
+	return psprintf("%sstock:reserved:%lld", fs_key_prefix, (long long) product);
+}
+
+static const char *
+current_txn(void)
+{
+	if (txn_ident[0] == '\0')
+		snprintf(txn_ident, sizeof(txn_ident), "%llu:%llu",
+				 (unsigned long long) GetSystemIdentifier(),
+				 (unsigned long long) U64FromFullTransactionId(GetTopFullTransactionId()));
+	return txn_ident;
+}
+
+static void
+forget_transaction(void)
+{
+	if (reservations == NIL && dirty == NIL && txn_ident[0] == '\0')
+		return;
+	reservations = NIL;
+	dirty = NIL;
+	txn_ident[0] = '\0';
+	if (xact_cxt)
+		MemoryContextReset(xact_cxt);
+}
+
+static void
+check_quantity(int64 qty, int64 min, const char *what)
+{
+	if (qty < min)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at least %lld", what, (long long) min),
+				 errdetail("%s was %lld.", what, (long long) qty)));
+	if (qty > FS_MAX_STOCK)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("%s is out of range", what),
+				 errdetail("Stock figures are at most %lld (2^53 - 1), so that Redis' Lua keeps them exact.",
+						   (long long) FS_MAX_STOCK)));
+}
+
+static void
+unknown_product(int64 product)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FS_UNKNOWN_PRODUCT),
+			 errmsg("product %lld has no stock", (long long) product),
+			 errhint("Create it with flashsale.set_stock(product_id, quantity).")));
+}
+
+static void
+stock_locktag(LOCKTAG *tag, int64 product)
+{
+	fs_locktag(tag, FS_LOCK_STOCK, product, 0);
+}
+
+static void
+lock_product(int64 product, LOCKMODE mode)
+{
+	LOCKTAG		tag;
+
+	stock_locktag(&tag, product);
+	fs_lock_wait_mode(&tag, mode, psprintf("product %lld", (long long) product));
+}
+
+static void
+mark_dirty(int64 product)
+{
+	MemoryContext old = MemoryContextSwitchTo(xact_cxt);
+
+	dirty = lappend(dirty, palloc(sizeof(int64)));
+	*(int64 *) llast(dirty) = product;
+	MemoryContextSwitchTo(old);
+}
+
+/* ---- giving units back ---- */
+
+/*
+ * Give back the given reservations of this transaction (never raises).
+ * Returns false when Redis could not be told: the reservations stay recorded
+ * there, and the worker settles them once the transaction has ended.
+ */
+static bool
+give_back(List *items)
+{
+	int			n = list_length(items);
+	const char **argv;
+	int			k = 0;
+	redisReply *r;
+	ListCell   *lc;
+
+	if (n == 0)
+		return true;
+	argv = palloc(sizeof(char *) * (4 * n + 2));
+	foreach(lc, items)
+		argv[k++] = stock_key(((Reservation *) lfirst(lc))->product);
+	foreach(lc, items)
+		argv[k++] = reserved_key(((Reservation *) lfirst(lc))->product);
+	argv[k++] = psprintf("%d", n);
+	argv[k++] = txn_ident;
+	foreach(lc, items)
+		argv[k++] = psprintf("%lld", (long long) ((Reservation *) lfirst(lc))->qty);
+
+	r = fs_redis_script(&s_giveback, 2 * n, k, argv, NULL, false);
+	fs_redis_free(r);
+	return r != NULL;
+}
+
+/* Drop the Redis keys of products whose truth this transaction changed. */
+static void
+drop_dirty_keys(void)
+{
+	int			n = list_length(dirty);
+	const char **argv = palloc(sizeof(char *) * (2 * n + 1));
+	int			k = 0;
+	ListCell   *lc;
+
+	argv[k++] = "DEL";
+	foreach(lc, dirty)
+	{
+		argv[k++] = stock_key(*(int64 *) lfirst(lc));
+		argv[k++] = reserved_key(*(int64 *) lfirst(lc));
+	}
+	fs_redis_free(fs_redis_command(k, argv, NULL, true));
+}
+
+/*
+ * At backend exit, tell Redis about the commits it has not heard of yet (best
+ * effort: what is left, the worker settles).  The decrement script with no
+ * item does only that.
+ */
+static void
+flush_settles_at_exit(int code, Datum arg)
+{
+	int			n = list_length(settles);
+	const char **argv;
+	int			k = 0;
+	ListCell   *lc;
+
+	if (n == 0)
+		return;
+	argv = palloc(sizeof(char *) * (2 * n + 3));
+	foreach(lc, settles)
+		argv[k++] = reserved_key(((Settle *) lfirst(lc))->product);
+	argv[k++] = "0";
+	argv[k++] = "";
+	argv[k++] = psprintf("%d", n);
+	foreach(lc, settles)
+		argv[k++] = ((Settle *) lfirst(lc))->txn;
+	fs_redis_free(fs_redis_script(&s_decrement, n, k, argv, NULL, false));
+	settles = NIL;
+}
+
+static void
+remember_settles(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(settle_cxt);
+	ListCell   *lc;
+
+	foreach(lc, reservations)
+	{
+		Reservation *r = lfirst(lc);
+		Settle	   *s;
+		ListCell   *lc2;
+		bool		seen = false;
+
+		foreach(lc2, settles)
+		{
+			s = lfirst(lc2);
+			if (s->product == r->product && strcmp(s->txn, txn_ident) == 0)
+				seen = true;
+		}
+		if (seen)
+			continue;
+		s = palloc(sizeof(Settle));
+		s->product = r->product;
+		strlcpy(s->txn, txn_ident, sizeof(s->txn));
+		settles = lappend(settles, s);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+static void
+stock_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (dirty != NIL)
+				drop_dirty_keys();
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			if (reservations != NIL || dirty != NIL)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot prepare a transaction that changed flashsale stock"),
+						 errdetail("Its reservations in Redis are bound to this session."),
+						 errhint("Commit or roll back the transaction instead.")));
+			break;
+		case XACT_EVENT_COMMIT:
+			/* durable already: only remember what Redis is to be told later */
+			remember_settles();
+			forget_transaction();
+			break;
+		case XACT_EVENT_ABORT:
+			give_back(reservations);
+			forget_transaction();
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+stock_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	ListCell   *lc;
+	List	   *undo = NIL;
+
+	if (reservations == NIL)
+		return;
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		foreach(lc, reservations)
+		{
+			Reservation *r = lfirst(lc);
+
+			if (r->subid == mySubid)
+				r->subid = parentSubid;
+		}
+	}
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		bool		uncertain = false;
+
+		foreach(lc, reservations)
+		{
+			Reservation *r = lfirst(lc);
+
+			if (r->subid == mySubid)
+			{
+				undo = lappend(undo, r);
+				uncertain |= r->uncertain;
+				reservations = foreach_delete_current(reservations, lc);
+			}
+		}
+		if (uncertain)
+		{
+			/*
+			 * Whether the failed call took units is unknown, and the
+			 * reservation entry is shared with the rest of the transaction:
+			 * drop the products' keys so they are reloaded from the truth.
+			 */
+			foreach(lc, undo)
+			{
+				Reservation *r = lfirst(lc);
+				const char *argv[] = {"DEL", stock_key(r->product), reserved_key(r->product)};
+
+				fs_redis_free(fs_redis_command(3, argv, NULL, false));
+			}
+		}
+		else
+			give_back(undo);
+	}
+}
+
+void
+fs_stock_init(void)
+{
+	RegisterXactCallback(stock_xact_callback, NULL);
+	RegisterSubXactCallback(stock_subxact_callback, NULL);
+}
+
+static void
+ensure_memory(void)
+{
+	if (xact_cxt == NULL)
+	{
+		xact_cxt = AllocSetContextCreate(TopMemoryContext, "flashsale stock transaction",
+										 ALLOCSET_SMALL_SIZES);
+		settle_cxt = AllocSetContextCreate(TopMemoryContext, "flashsale stock settles",
+										   ALLOCSET_SMALL_SIZES);
+	}
+	if (!exit_hook)
+	{
+		before_shmem_exit(flush_settles_at_exit, (Datum) 0);
+		exit_hook = true;
+	}
+}
+
+/* ---- reload ---- */
+
+static int64
+own_units(int64 product)
+{
+	int64		units = 0;
+	ListCell   *lc;
+
+	foreach(lc, reservations)
+	{
+		Reservation *r = lfirst(lc);
+
+		if (r->product == product && !r->uncertain)
+			units += r->qty;
+	}
+	return units;
+}
+
+/*
+ * Load a product Redis does not know, under its lock in exclusive mode.  The
+ * caller's share lock on it, if taken by the current call, was released.
+ */
+static void
+reload(int64 product)
+{
+	LOCKTAG		tag;
+	Datum		value = Int64GetDatum(product);
+	bool		isnull;
+	int64		truth;
+	int64		own;
+	const char *argv[5];
+	redisReply *r;
+
+	stock_locktag(&tag, product);
+	lock_product(product, ExclusiveLock);
+
+	fs_spi_connect();
+	if (fs_spi_run(&q_truth, &value, NULL, true) == 0)
+	{
+		fs_spi_finish();
+		fs_lock_release_mode(&tag, ExclusiveLock);
+		unknown_product(product);
+	}
+	truth = DatumGetInt64(fs_spi_get(0, 1, &isnull));
+	fs_spi_finish();
+	if (truth < 0 || truth > FS_MAX_STOCK)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("product %lld has %lld units left in the database", (long long) product,
+						(long long) truth),
+				 errdetail("Stock figures must lie between 0 and 2^53 - 1.")));
+
+	own = own_units(product);
+	argv[0] = stock_key(product);
+	argv[1] = reserved_key(product);
+	argv[2] = psprintf("%lld", (long long) truth);
+	argv[3] = own > 0 ? current_txn() : "";
+	argv[4] = psprintf("%lld", (long long) own);
+	r = fs_redis_script(&s_reload, 2, 5, argv, NULL, true);
+	fs_redis_free(r);
+
+	fs_lock_release_mode(&tag, ExclusiveLock);
+}
+
+/* ---- decrement ---- */
+
+typedef enum ReserveResult
+{
+	RESERVED,
+	NOT_ENOUGH
+} ReserveResult;
+
+/*
+ * Reserve qtys[i] units of products[i] for the calling transaction, all or
+ * nothing.  On RESERVED, left[i] is what each has left; on NOT_ENOUGH,
+ * *short_item and *short_left say which one fell short, and nothing changed.
+ */
+static ReserveResult
+reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
+		int *short_item, int64 *short_left)
+{
+	bool	   *had_lock = palloc(sizeof(bool) * n);
+	LOCKTAG	   *tags = palloc(sizeof(LOCKTAG) * n);
+	int			attempts = 0;
+
+	ensure_memory();
+	(void) current_txn();
+
+	for (int i = 0; i < n; i++)
+	{
+		stock_locktag(&tags[i], products[i]);
+		had_lock[i] = LockHeldByMe(&tags[i], ShareLock);
+	}
+
+	for (;;)
+	{
+		int			nsettle = Min(list_length(settles), FS_MAX_SETTLE);
+		int			argc = 0;
+		const char **argv = palloc(sizeof(char *) * (4 * n + 2 * nsettle + 3));
+		List	   *mine = NIL;
+		redisReply *r;
+		int64		status;
+		MemoryContext old;
+
+		for (int i = 0; i < n; i++)
+			lock_product(products[i], ShareLock);
+
+		/* keys: stock, reservations, reservations to settle */
+		for (int i = 0; i < n; i++)
+			argv[argc++] = stock_key(products[i]);
+		for (int i = 0; i < n; i++)
+			argv[argc++] = reserved_key(products[i]);
+		for (int i = 0; i < nsettle; i++)
+			argv[argc++] = reserved_key(((Settle *) list_nth(settles, i))->product);
+		argv[argc++] = psprintf("%d", n);
+		argv[argc++] = txn_ident;
+		for (int i = 0; i < n; i++)
+			argv[argc++] = psprintf("%lld", (long long) qtys[i]);
+		argv[argc++] = psprintf("%d", nsettle);
+		for (int i = 0; i < nsettle; i++)
+			argv[argc++] = ((Settle *) list_nth(settles, i))->txn;
+
+		/* recorded before the call: if it fails midway, abort gives back what it took */
+		old = MemoryContextSwitchTo(xact_cxt);
+		for (int i = 0; i < n; i++)
+		{
+			Reservation *res = palloc(sizeof(Reservation));
+
+			res->product = products[i];
+			res->qty = qtys[i];
+			res->subid = GetCurrentSubTransactionId();
+			res->uncertain = true;
+			mine = lappend(mine, res);
+			reservations = lappend(reservations, res);
+		}
+		MemoryContextSwitchTo(old);
+
+		r = fs_redis_script(&s_decrement, 2 * n + nsettle, argc, argv, NULL, true);
+
+		/* the settles went along: forget them */
+		old = MemoryContextSwitchTo(settle_cxt);
+		settles = list_delete_first_n(settles, nsettle);
+		MemoryContextSwitchTo(old);
+
+		if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+			r->element[0]->type != REDIS_REPLY_INTEGER)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("unexpected reply from flashsale's Redis script \"decrement\"")));
+		status = r->element[0]->integer;
+
+		if (status == 1)
+		{
+			ListCell   *lc;
+
+			for (int i = 0; i < n; i++)
+				left[i] = r->element[i + 1]->integer;
+			foreach(lc, mine)
+				((Reservation *) lfirst(lc))->uncertain = false;
+			fs_redis_free(r);
+			return RESERVED;
+		}
+
+		/* nothing was taken: forget the records, let go of new locks */
+		{
+			ListCell   *lc;
+
+			foreach(lc, reservations)
+				if (list_member_ptr(mine, lfirst(lc)))
+					reservations = foreach_delete_current(reservations, lc);
+		}
+		for (int i = 0; i < n; i++)
+			if (!had_lock[i])
+				fs_lock_release_mode(&tags[i], ShareLock);
+
+		if (status == 0)
+		{
+			*short_item = (int) r->element[1]->integer - 1;
+			*short_left = r->element[2]->integer;
+			fs_redis_free(r);
+			return NOT_ENOUGH;
+		}
+
+		/* Redis does not know one product: load it and try again */
+		{
+			int			missing = (int) r->element[1]->integer - 1;
+
+			fs_redis_free(r);
+			if (++attempts > 3)
+				ereport(ERROR,
+						(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+						 errmsg("product %lld keeps disappearing from Redis",
+								(long long) products[missing]),
+						 errhint("Check Redis' maxmemory-policy: stock keys must not be evicted.")));
+			reload(products[missing]);
+		}
+	}
+}
+
+static void
+record_sales(int n, const int64 *products, const int64 *qtys)
+{
+	Datum		values[2];
+	Datum	   *p = palloc(sizeof(Datum) * n);
+	Datum	   *q = palloc(sizeof(Datum) * n);
+
+	for (int i = 0; i < n; i++)
+	{
+		p[i] = Int64GetDatum(products[i]);
+		q[i] = Int64GetDatum(qtys[i]);
+	}
+	values[0] = PointerGetDatum(construct_array(p, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(q, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	fs_spi_connect();
+	fs_spi_run(&q_ledger, values, NULL, false);
+	fs_spi_finish();
+}
+
+static void
+not_enough(int64 product, int64 wanted, int64 left)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FS_INSUFFICIENT_STOCK),
+			 errmsg("not enough stock of product %lld", (long long) product),
+			 errdetail("%lld requested, %lld left.", (long long) wanted, (long long) left)));
+}
+
+/* decrement_stock(product_id, quantity) and try_decrement_stock: NULL when short */
+static Datum
+decrement_one(FunctionCallInfo fcinfo, bool raise)
+{
+	int64		product,
+				qty,
+				left,
+				short_left;
+	int			short_item;
+
+	fs_require_arg(fcinfo, 0, "product_id");
+	fs_require_arg(fcinfo, 1, "quantity");
+	product = PG_GETARG_INT64(0);
+	qty = PG_GETARG_INT64(1);
+	check_quantity(qty, 1, "quantity");
+
+	if (reserve(1, &product, &qty, &left, &short_item, &short_left) == NOT_ENOUGH)
+	{
+		if (raise)
+			not_enough(product, qty, short_left);
+		PG_RETURN_NULL();
+	}
+	record_sales(1, &product, &qty);
+	PG_RETURN_INT64(left);
+}
+
+Datum
+fs_decrement_stock(PG_FUNCTION_ARGS)
+{
+	return decrement_one(fcinfo, true);
+}
+
+Datum
+fs_try_decrement_stock(PG_FUNCTION_ARGS)
+{
+	return decrement_one(fcinfo, false);
+}
+
+static int64 *
+int8_array_arg(FunctionCallInfo fcinfo, int argno, const char *name, int *n)
+{
+	ArrayType  *a;
+	Datum	   *elems;
+	bool	   *nulls;
+	int64	   *out;
+
+	fs_require_arg(fcinfo, argno, name);
+	a = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(a) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", name)));
+	deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, &nulls, n);
+	out = palloc(sizeof(int64) * (*n + 1));
+	for (int i = 0; i < *n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not contain nulls", name)));
+		out[i] = DatumGetInt64(elems[i]);
+	}
+	return out;
+}
+
+Datum
+fs_decrement_stock_multi(PG_FUNCTION_ARGS)
+{
+	int			n,
+				nq,
+				short_item;
+	int64	   *products = int8_array_arg(fcinfo, 0, "product_ids", &n);
+	int64	   *qtys = int8_array_arg(fcinfo, 1, "quantities", &nq);
+	int64	   *left;
+	int64		short_left;
+	Datum	   *out;
+
+	if (n != nq)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("product_ids and quantities must have the same length"),
+				 errdetail("%d product_ids, %d quantities.", n, nq)));
+	if (n < 1 || n > FS_MAX_ITEMS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an order must have between 1 and %d items", FS_MAX_ITEMS),
+				 errdetail("It has %d.", n)));
+	for (int i = 0; i < n; i++)
+	{
+		check_quantity(qtys[i], 1, "quantity");
+		for (int j = 0; j < i; j++)
+			if (products[j] == products[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("product %lld appears more than once", (long long) products[i]),
+						 errhint("Add up its quantities into one item.")));
+	}
+
+	left = palloc(sizeof(int64) * n);
+	if (reserve(n, products, qtys, left, &short_item, &short_left) == NOT_ENOUGH)
+		not_enough(products[short_item], qtys[short_item], short_left);
+	record_sales(n, products, qtys);
+
+	out = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		out[i] = Int64GetDatum(left[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(out, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/* ---- set, restore, level ---- */
+
+Datum
+fs_set_stock(PG_FUNCTION_ARGS)
+{
+	int64		product,
+				qty;
+	Datum		values[2];
+
+	fs_require_arg(fcinfo, 0, "product_id");
+	fs_require_arg(fcinfo, 1, "quantity");
+	product = PG_GETARG_INT64(0);
+	qty = PG_GETARG_INT64(1);
+	check_quantity(qty, 0, "quantity");
+	ensure_memory();
+
+	/* no reservation of it may be in flight while its truth changes */
+	lock_product(product, ExclusiveLock);
+	values[0] = Int64GetDatum(product);
+	values[1] = Int64GetDatum(qty);
+	fs_spi_connect();
+	fs_spi_run(&q_set, values, NULL, false);
+	fs_spi_finish();
+	mark_dirty(product);
+	PG_RETURN_VOID();
+}
+
+Datum
+fs_restore_stock(PG_FUNCTION_ARGS)
+{
+	int64		product,
+				qty,
+				left;
+	Datum		value;
+	bool		isnull;
+
+	fs_require_arg(fcinfo, 0, "product_id");
+	fs_require_arg(fcinfo, 1, "quantity");
+	product = PG_GETARG_INT64(0);
+	qty = PG_GETARG_INT64(1);
+	check_quantity(qty, 1, "quantity");
+	ensure_memory();
+
+	/* share mode, like decrementers: a reload waits until this commits */
+	lock_product(product, ShareLock);
+	value = Int64GetDatum(product);
+	fs_spi_connect();
+	if (fs_spi_run(&q_truth, &value, NULL, true) == 0)
+		unknown_product(product);
+	left = DatumGetInt64(fs_spi_get(0, 1, &isnull));
+	fs_spi_finish();
+	check_quantity(left + qty, 0, "stock after the restore");
+
+	qty = -qty;
+	record_sales(1, &product, &qty);
+	mark_dirty(product);
+	PG_RETURN_INT64(left - qty);
+}
+
+/* Redis' figure for a product: units left (NULL if Redis does not know it), reply kept. */
+static redisReply *
+redis_info(int64 product)
+{
+	const char *argv[] = {stock_key(product), reserved_key(product)};
+
+	return fs_redis_script(&s_info, 2, 2, argv, NULL, true);
+}
+
+Datum
+fs_stock_level(PG_FUNCTION_ARGS)
+{
+	int64		product;
+
+	fs_require_arg(fcinfo, 0, "product_id");
+	product = PG_GETARG_INT64(0);
+	ensure_memory();
+	for (int attempt = 0;; attempt++)
+	{
+		redisReply *r = redis_info(product);
+
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+			r->element[0]->type == REDIS_REPLY_STRING)
+		{
+			int64		left = strtoll(r->element[0]->str, NULL, 10);
+
+			fs_redis_free(r);
+			PG_RETURN_INT64(left);
+		}
+		fs_redis_free(r);
+		if (attempt > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("product %lld disappeared from Redis right after its reload",
+							(long long) product)));
+		reload(product);
+	}
+}
+
+/*
+ * stock_redis(product_id) -> (redis_left, reserved_in_flight): what Redis
+ * holds, without reloading.  Reservations of this instance count only while
+ * their transaction is in progress; other instances' count as in flight.
+ */
+Datum
+fs_stock_redis(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	redisReply *r;
+	int64		reserved = 0;
+	char		mine[32];
+
+	fs_require_arg(fcinfo, 0, "product_id");
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	snprintf(mine, sizeof(mine), "%llu:", (unsigned long long) GetSystemIdentifier());
+	r = redis_info(PG_GETARG_INT64(0));
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+		elog(ERROR, "flashsale: unexpected reply from Redis");
+	if (r->element[0]->type == REDIS_REPLY_STRING)
+		values[0] = Int64GetDatum(strtoll(r->element[0]->str, NULL, 10));
+	else
+		nulls[0] = true;
+	for (size_t i = 0; i + 1 < r->element[1]->elements; i += 2)
+	{
+		const char *txn = r->element[1]->element[i]->str;
+		int64		units = strtoll(r->element[1]->element[i + 1]->str, NULL, 10);
+
+		if (strncmp(txn, mine, strlen(mine)) == 0)
+		{
+			FullTransactionId fxid = FullTransactionIdFromU64(strtoull(txn + strlen(mine), NULL, 10));
+
+			if (!TransactionIdIsInProgress(XidFromFullTransactionId(fxid)))
+				continue;
+		}
+		reserved += units;
+	}
+	fs_redis_free(r);
+	values[1] = Int64GetDatum(reserved);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
