@@ -17,6 +17,17 @@ passed=0
 failed=0
 failures=()
 
+# A Redis for the suite and a temp-config pointing the instance at it.
+# (not in a $(...): the Redis must be recorded in this shell to be stopped at exit)
+suite_conf() { # name -> sets SUITE_CONF
+    local rport
+    SUITE_CONF="$work/$1.conf"
+    rport=$(fs_free_port)
+    fs_redis_start "$work/redis-$1" "$rport"
+    { cat "$FS_ROOT/test/regress.conf"; echo "flashsale.redis_port = $rport"; } > "$SUITE_CONF"
+    chmod 644 "$SUITE_CONF"
+}
+
 show_diffs() { # dir
     if [ -f "$1/regression.diffs" ]; then
         cat "$1/regression.diffs" >&2
@@ -25,21 +36,23 @@ show_diffs() { # dir
 
 suite_regress() {
     local out="$work/regress"
+    suite_conf regress
     fs_as_pg mkdir -p "$out"
     fs_as_pg "$PGXS_DIR/src/test/regress/pg_regress" \
-        --temp-instance="$out/instance" --temp-config="$FS_ROOT/test/regress.conf" \
+        --temp-instance="$out/instance" --temp-config="$SUITE_CONF" \
         --port="$(fs_free_port)" --bindir="$PG_BIN" \
         --inputdir="$FS_ROOT" --outputdir="$out" --dbname=flashsale_regress \
-        install coupon || { show_diffs "$out"; return 1; }
+        install coupon stock upgrade || { show_diffs "$out"; return 1; }
 }
 
 suite_isolation() {
     local out="$work/isolation" specs
+    suite_conf isolation
     specs=$(cd "$FS_ROOT/test/isolation/specs" && ls ./*.spec | sed 's|^\./||; s|\.spec$||' | sort)
     fs_as_pg mkdir -p "$out"
     # shellcheck disable=SC2086
     fs_as_pg "$PGXS_DIR/src/test/isolation/pg_isolation_regress" \
-        --temp-instance="$out/instance" --temp-config="$FS_ROOT/test/regress.conf" \
+        --temp-instance="$out/instance" --temp-config="$SUITE_CONF" \
         --port="$(fs_free_port)" --bindir="$PG_BIN" \
         --inputdir="$FS_ROOT/test/isolation" --outputdir="$out" --dbname=flashsale_isolation \
         --load-extension=flashsale $specs || { show_diffs "$out"; return 1; }

@@ -1,0 +1,129 @@
+-- Stock API: Redis-backed decrements bound to the transaction, errors, SQLSTATEs.
+\set VERBOSITY terse
+CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+-- units left seen three ways: Redis, the database, and what is in flight
+CREATE FUNCTION pg_temp.levels() RETURNS TABLE (product_id bigint, db_left bigint, redis_left bigint,
+                                                reserved_in_flight bigint, ledger numeric)
+LANGUAGE sql AS $$
+    SELECT s.product_id, s.db_left, s.redis_left, s.reserved_in_flight,
+           (SELECT coalesce(sum(quantity), 0) FROM flashsale.stock_ledger l WHERE l.product_id = s.product_id)
+    FROM flashsale.stock_status s ORDER BY 1 $$;
+
+-- set_stock creates products; Redis learns them on first use
+SELECT flashsale.set_stock(1, 10), flashsale.set_stock(2, 5), flashsale.set_stock(3, 1);
+SELECT product_id, quantity FROM flashsale.stock ORDER BY 1;
+SELECT flashsale.stock_level(1), flashsale.stock_level(2);
+
+-- decrement_stock: units left; try_decrement_stock: NULL when short
+SELECT flashsale.decrement_stock(1);
+SELECT flashsale.decrement_stock(1, 3);
+SELECT flashsale.try_decrement_stock(1, 2);
+SELECT flashsale.try_decrement_stock(1, 5) IS NULL AS short;
+SELECT * FROM pg_temp.levels();
+
+-- errors: nothing is taken
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(1, 5)$$);
+\set VERBOSITY default
+SELECT flashsale.decrement_stock(1, 5);
+\set VERBOSITY terse
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(99)$$);
+SELECT pg_temp.try($$SELECT flashsale.try_decrement_stock(99)$$);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(NULL)$$);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(1, NULL)$$);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(1, 0)$$);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(1, -3)$$);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(1, 9007199254740992)$$);
+SELECT pg_temp.try($$SELECT flashsale.set_stock(4, -1)$$);
+SELECT pg_temp.try($$SELECT flashsale.set_stock(4, 9007199254740992)$$);
+SELECT pg_temp.try($$SELECT flashsale.set_stock(NULL, 1)$$);
+SELECT pg_temp.try($$SELECT flashsale.restore_stock(99, 1)$$);
+SELECT pg_temp.try($$SELECT flashsale.restore_stock(1, 0)$$);
+SELECT pg_temp.try($$SELECT flashsale.stock_level(99)$$);
+SELECT * FROM pg_temp.levels();
+
+-- rollback, error and savepoint rollback give the units back
+BEGIN;
+SELECT flashsale.decrement_stock(1, 2);
+SELECT redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = 1;
+ROLLBACK;
+SELECT flashsale.stock_level(1);
+BEGIN;
+SELECT flashsale.decrement_stock(1, 1);
+SAVEPOINT a;
+SELECT flashsale.decrement_stock(1, 2);
+ROLLBACK TO SAVEPOINT a;
+SELECT flashsale.stock_level(1);
+SAVEPOINT b;
+SELECT flashsale.decrement_stock(1, 1);
+RELEASE SAVEPOINT b;
+COMMIT;
+SELECT * FROM pg_temp.levels();
+BEGIN;
+SELECT flashsale.decrement_stock(2, 2);
+SELECT 1 / 0;
+ROLLBACK;
+SELECT * FROM pg_temp.levels();
+
+-- a multi-item order is all or nothing
+SELECT flashsale.decrement_stock(ARRAY[1, 2], ARRAY[1, 2]);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(ARRAY[1, 2, 3], ARRAY[1, 1, 2])$$);
+SELECT * FROM pg_temp.levels();
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(ARRAY[1, 2], ARRAY[1])$$);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(ARRAY[1, 1], ARRAY[1, 1])$$);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(ARRAY[1, NULL], ARRAY[1, 1])$$);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(ARRAY[]::bigint[], ARRAY[]::bigint[])$$);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(ARRAY[[1, 2]], ARRAY[[1, 1]])$$);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(ARRAY[1, 99], ARRAY[1, 1])$$);
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(NULL::bigint[], ARRAY[1])$$);
+SELECT * FROM pg_temp.levels();
+
+-- the ledger: one row per product per decrement, written by the decrementing transaction
+SELECT product_id, quantity, xid = pg_current_xact_id() AS mine FROM flashsale.stock_ledger ORDER BY entry_id;
+
+-- restore_stock: an order cancelled after commit gives its units back
+SELECT flashsale.restore_stock(1, 2);
+SELECT flashsale.stock_level(1);
+BEGIN;
+SELECT flashsale.restore_stock(2, 1);
+ROLLBACK;
+SELECT * FROM pg_temp.levels();
+
+-- set_stock takes effect in Redis when the transaction commits, not before
+BEGIN;
+SELECT flashsale.set_stock(1, 50);
+SELECT flashsale.stock_level(1);
+COMMIT;
+SELECT flashsale.stock_level(1);
+BEGIN;
+SELECT flashsale.set_stock(1, 7);
+ROLLBACK;
+SELECT flashsale.stock_level(1);
+SELECT * FROM pg_temp.levels();
+
+-- values stay exact up to 2^53 - 1
+SELECT flashsale.set_stock(5, 9007199254740991);
+SELECT flashsale.decrement_stock(5, 1), flashsale.decrement_stock(5, 9007199254740000);
+
+-- PREPARE TRANSACTION after a decrement is refused; nothing is taken
+BEGIN;
+SELECT flashsale.decrement_stock(3);
+PREPARE TRANSACTION 'fs';
+SELECT flashsale.stock_level(3);
+SELECT count(*) FROM pg_prepared_xacts;
+
+-- the Redis password is for superusers only
+CREATE ROLE fs_app;
+SET ROLE fs_app;
+SHOW flashsale.redis_password;
+SET flashsale.redis_password = 'x';
+SET flashsale.key_prefix = 'other:';
+RESET ROLE;
+DROP ROLE fs_app;
+SELECT count(*) FROM pg_settings WHERE name = 'flashsale.redis_password';
+
