@@ -41,6 +41,11 @@ RETURNS bigint AS 'MODULE_PATHNAME', 'fs_restore_stock' LANGUAGE C VOLATILE;
 CREATE FUNCTION flashsale.stock_level(product_id bigint)
 RETURNS bigint AS 'MODULE_PATHNAME', 'fs_stock_level' LANGUAGE C VOLATILE;
 
+-- Drops what Redis holds of a product now; its next use reloads it from the
+-- database. Safe at any time (the reload waits for transactions in flight).
+CREATE FUNCTION flashsale.reload_stock(product_id bigint)
+RETURNS boolean AS 'MODULE_PATHNAME', 'fs_reload_stock' LANGUAGE C VOLATILE;
+
 CREATE FUNCTION flashsale.stock_redis(product_id bigint,
                                       OUT redis_left bigint, OUT reserved_in_flight bigint)
 RETURNS record AS 'MODULE_PATHNAME', 'fs_stock_redis' LANGUAGE C VOLATILE;

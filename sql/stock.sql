@@ -110,6 +110,11 @@ SELECT * FROM pg_temp.levels();
 SELECT flashsale.set_stock(5, 9007199254740991);
 SELECT flashsale.decrement_stock(5, 1), flashsale.decrement_stock(5, 9007199254740000);
 
+-- reload_stock drops Redis' copy now; the next use reloads the truth
+SELECT flashsale.reload_stock(2) AS had_it, flashsale.reload_stock(2) AS again;
+SELECT flashsale.stock_level(2);
+SELECT pg_temp.try($$SELECT flashsale.reload_stock(NULL)$$);
+
 -- PREPARE TRANSACTION after a decrement is refused; nothing is taken
 BEGIN;
 SELECT flashsale.decrement_stock(3);

@@ -46,6 +46,7 @@ PG_FUNCTION_INFO_V1(fs_decrement_stock_multi);
 PG_FUNCTION_INFO_V1(fs_restore_stock);
 PG_FUNCTION_INFO_V1(fs_stock_level);
 PG_FUNCTION_INFO_V1(fs_stock_redis);
+PG_FUNCTION_INFO_V1(fs_reload_stock);
 
 /* Lua numbers are doubles: every stock figure stays at or below 2^53 - 1. */
 #define FS_MAX_STOCK INT64CONST(9007199254740991)
@@ -882,4 +883,28 @@ fs_stock_redis(PG_FUNCTION_ARGS)
 	fs_redis_free(r);
 	values[1] = Int64GetDatum(reserved);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * reload_stock(product_id): drop what Redis holds of a product, now (not at
+ * commit), so that its next use reloads it from the database truth.  Always
+ * safe: a reload waits for every transaction with units of it in flight.
+ */
+Datum
+fs_reload_stock(PG_FUNCTION_ARGS)
+{
+	int64		product;
+	const char *argv[3];
+	redisReply *r;
+	bool		had;
+
+	fs_require_arg(fcinfo, 0, "product_id");
+	product = PG_GETARG_INT64(0);
+	argv[0] = "DEL";
+	argv[1] = stock_key(product);
+	argv[2] = reserved_key(product);
+	r = fs_redis_command(3, argv, NULL, true);
+	had = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+	fs_redis_free(r);
+	PG_RETURN_BOOL(had);
 }

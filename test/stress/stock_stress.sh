@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Stock stress test: pgbench with many clients and attempts far above the stock
+# of one hot product and a second one, with rollbacks, rolled-back and released
+# savepoints and all-or-nothing multi-item orders mixed in, and Redis flushed
+# (FLUSHALL) twice while units are still being sold.
+# Exact invariants afterwards, per product: orders + units left == initial,
+# with units left read three ways (stock_level, db_left, redis_left) that must
+# agree; nothing reserved in flight; the ledger equals the orders, per
+# transaction; and the stock sold out.
+source "$(dirname "$0")/../../scripts/lib.sh"
+
+CLIENTS=${CLIENTS:-64}
+TXNS=${TXNS:-320}        # per client: 64 x 320 = 20,480 attempts
+STOCK1=${STOCK1:-2000}   # the hot product
+STOCK2=${STOCK2:-3000}
+dir=$(fs_tmpdir)
+port=$(fs_free_port)
+rport=$(fs_free_port)
+fs_redis_start "$dir/redis" "$rport"
+fs_pg_start "$dir/data" "$port" "flashsale.redis_port = $rport"
+fs_psql "$port" "CREATE EXTENSION flashsale" >/dev/null
+fs_psql "$port" "SELECT flashsale.set_stock(1, $STOCK1), flashsale.set_stock(2, $STOCK2)" >/dev/null
+
+# An order row exists iff its decrement succeeded in a committed transaction;
+# xid ties it to the ledger rows the same transaction wrote.
+fs_psql "$port" "
+CREATE TABLE orders (
+    order_id   bigserial PRIMARY KEY,
+    product_id bigint NOT NULL,
+    qty        bigint NOT NULL,
+    kind       text NOT NULL,
+    xid        xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+-- all or nothing; FS010 (not enough of one item) means no order, not an error
+-- that would abort the pgbench client. The block is a subtransaction: its
+-- commit hands the reservation to the transaction, its abort gives it back.
+CREATE FUNCTION order_items(p bigint[], q bigint[]) RETURNS boolean LANGUAGE plpgsql AS \$\$
+BEGIN
+    BEGIN
+        PERFORM flashsale.decrement_stock(p, q);
+    EXCEPTION WHEN SQLSTATE 'FS010' THEN
+        RETURN false;
+    END;
+    INSERT INTO orders (product_id, qty, kind) SELECT u.p, u.q, 'multi' FROM unnest(p, q) AS u(p, q);
+    RETURN true;
+END
+\$\$;" >/dev/null
+
+# one unit of product :p, ordered iff the decrement returned a number
+order_sql() { # product kind
+    echo "INSERT INTO orders (product_id, qty, kind) SELECT $1, 1, '$2'
+ FROM (SELECT flashsale.try_decrement_stock($1) AS l) s WHERE s.l IS NOT NULL;"
+}
+{ echo "BEGIN;"; order_sql 1 plain; echo "COMMIT;"; } > "$dir/order1.sql"
+{ echo "BEGIN;"; order_sql 2 plain; echo "COMMIT;"; } > "$dir/order2.sql"
+cat > "$dir/rollback.sql" <<'SQL'
+\set p random(1, 2)
+BEGIN;
+SELECT flashsale.try_decrement_stock(:p, 1);
+INSERT INTO orders (product_id, qty, kind) VALUES (:p, 1, 'rolled back');
+ROLLBACK;
+SQL
+# product 1 in a savepoint rolled back, product 2 committed, product 1 again
+# in a savepoint released (kept)
+{
+    echo "BEGIN;"
+    echo "SAVEPOINT a;"
+    order_sql 1 'savepoint rolled back'
+    echo "ROLLBACK TO SAVEPOINT a;"
+    order_sql 2 savepoint
+    echo "SAVEPOINT b;"
+    order_sql 1 savepoint
+    echo "RELEASE SAVEPOINT b;"
+    echo "COMMIT;"
+} > "$dir/savepoint.sql"
+cat > "$dir/multi.sql" <<'SQL'
+\set q random(1, 3)
+BEGIN;
+SELECT order_items(ARRAY[1, 2]::bigint[], ARRAY[1, :q]::bigint[]);
+COMMIT;
+SQL
+chmod 644 "$dir"/*.sql
+
+fail=0
+check() { # name actual expected
+    if [ "$2" = "$3" ]; then
+        echo "ok: $1 = $2"
+    else
+        echo "FAIL: $1 = $2, expected $3"
+        fail=1
+    fi
+}
+
+total=$((CLIENTS * TXNS))
+echo "-- stock: product 1 = $STOCK1, product 2 = $STOCK2; $CLIENTS clients x $TXNS attempts, FLUSHALL twice mid-sale"
+start=$EPOCHREALTIME
+fs_as_pg pgbench -n -h 127.0.0.1 -p "$port" -U postgres -c "$CLIENTS" -j 2 -t "$TXNS" \
+    -f "$dir/order1.sql@5" -f "$dir/order2.sql@2" -f "$dir/rollback.sql@1" \
+    -f "$dir/savepoint.sql@1" -f "$dir/multi.sql@1" postgres > "$dir/pgbench.out" 2>&1 &
+bench=$!
+
+# Flush Redis while product 1 is being sold: once when 60 % of it is left,
+# once when 20 % is (the keys come back from the database truth).
+flushes=0
+for threshold in $((STOCK1 * 6 / 10)) $((STOCK1 * 2 / 10)); do
+    while kill -0 "$bench" 2>/dev/null; do
+        left=$(fs_redis "$rport" GET stock:product:1)
+        if [ -n "$left" ] && [ "$left" -le "$threshold" ] && [ "$left" -gt 0 ]; then
+            fs_redis "$rport" FLUSHALL >/dev/null
+            if kill -0 "$bench" 2>/dev/null; then
+                flushes=$((flushes + 1))
+                echo "   FLUSHALL with $left units of product 1 left in Redis, pgbench running"
+            fi
+            break
+        fi
+        sleep 0.01
+    done
+done
+rc=0
+wait "$bench" || rc=$?
+elapsed=$(awk "BEGIN { print $EPOCHREALTIME - $start }")
+grep -E '^(number of transactions actually processed|number of failed|tps)' "$dir/pgbench.out" | sed 's/^/   /'
+printf '   pgbench ran %.1f s\n' "$elapsed"
+check "pgbench exit status" "$rc" 0
+check "pgbench transactions processed" \
+    "$(sed -n 's/^number of transactions actually processed: \([0-9/]*\).*/\1/p' "$dir/pgbench.out")" "$total/$total"
+check "pgbench failed transactions" \
+    "$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$dir/pgbench.out")" 0
+check "FLUSHALLs while selling" "$flushes" 2
+[ "$rc" = 0 ] || cat "$dir/pgbench.out"
+
+invariants() { # product initial
+    local p=$1 initial=$2 ordered level db redis inflight ledger
+    ordered=$(fs_psql "$port" "SELECT coalesce(sum(qty), 0) FROM orders WHERE product_id = $p")
+    # stock_level first: it reloads the key if Redis lost it; the view does not
+    level=$(fs_psql "$port" "SELECT flashsale.stock_level($p)")
+    IFS='|' read -r db redis inflight <<< "$(fs_psql "$port" "
+        SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = $p")"
+    ledger=$(fs_psql "$port" "SELECT coalesce(sum(quantity), 0) FROM flashsale.stock_ledger WHERE product_id = $p")
+    echo "   product $p: initial $initial, ordered $ordered, left $level"
+    check "product $p orders + stock_level" "$((ordered + level))" "$initial"
+    check "product $p db_left" "$db" "$level"
+    check "product $p redis_left" "$redis" "$level"
+    check "product $p reserved_in_flight" "$inflight" 0
+    check "product $p ledger sum" "$ledger" "$ordered"
+    check "product $p sold out (left)" "$level" 0
+}
+invariants 1 "$STOCK1"
+invariants 2 "$STOCK2"
+
+# Per committed transaction and product, the ledger holds what its orders say.
+check "(transaction, product) where ledger <> orders" "$(fs_psql "$port" "
+    SELECT count(*) FROM
+        (SELECT xid, product_id, sum(quantity) AS n FROM flashsale.stock_ledger GROUP BY 1, 2) l
+        FULL JOIN (SELECT xid, product_id, sum(qty) AS n FROM orders GROUP BY 1, 2) o
+        USING (xid, product_id)
+    WHERE l.n IS DISTINCT FROM o.n")" 0
+check "ledger rows with quantity <= 0" \
+    "$(fs_psql "$port" "SELECT count(*) FROM flashsale.stock_ledger WHERE quantity <= 0")" 0
+echo "   units ordered by kind: $(fs_psql "$port" "
+    SELECT string_agg(format('%s %s', kind, n), ', ' ORDER BY kind)
+    FROM (SELECT kind, sum(qty) AS n FROM orders GROUP BY kind) k")"
+check "orders of the kinds that must not commit" \
+    "$(fs_psql "$port" "SELECT count(*) FROM orders WHERE kind IN ('rolled back', 'savepoint rolled back')")" 0
+check "kinds of order that committed" \
+    "$(fs_psql "$port" "SELECT string_agg(DISTINCT kind, ',' ORDER BY kind) FROM orders")" "multi,plain,savepoint"
+check "sold out: try_decrement_stock(1) is NULL" \
+    "$(fs_psql "$port" "SELECT flashsale.try_decrement_stock(1) IS NULL")" t
+
+exit $fail
