@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The flash-sale demo: a throwaway PostgreSQL cluster (initdb in a temp dir,
-# loopback port, flashsale preloaded), one hot coupon, concurrent issuers
-# fired at it by pgbench, and a short report. Leaves nothing running.
+# loopback port, flashsale preloaded) and a throwaway Redis; one hot coupon and
+# one hot product, concurrent buyers fired at them by pgbench (some abandon
+# their order, and Redis is wiped mid-sale), and a short report of each.
+# Leaves nothing running.
 #   scripts/demo.sh [clients, default 64] [attempts per client, default 500]
 source "$(dirname "$0")/lib.sh"
 
@@ -13,10 +15,14 @@ MEMBERS=${MEMBERS:-20000}
 fs_install_deps
 fs_build
 
+STOCK=${STOCK:-20000}
+
 dir=$(fs_tmpdir)
 port=$(fs_free_port)
-fs_log "starting a throwaway PostgreSQL on 127.0.0.1:$port"
-fs_pg_start "$dir/data" "$port"
+rport=$(fs_free_port)
+fs_log "starting a throwaway Redis on 127.0.0.1:$rport and PostgreSQL on 127.0.0.1:$port"
+fs_redis_start "$dir/redis" "$rport"
+fs_pg_start "$dir/data" "$port" "flashsale.redis_port = $rport"
 
 fs_psql "$port" "CREATE EXTENSION flashsale" >/dev/null
 coupon=$(fs_psql "$port" "SELECT flashsale.create_coupon('flash sale', $QUANTITY, 1)")
@@ -50,4 +56,49 @@ SELECT format('  %-24s %s', 'duplicates found', count(*)) FROM (
 UNION ALL
 SELECT format('  %-24s %s', 'oversold units', greatest(0, count(*) - $QUANTITY))
 FROM flashsale.member_coupon WHERE coupon_id = $coupon"
+echo "  tps                      $tps"
+
+# ---- stock: one hot product, orders bound to their transactions ----
+fs_psql "$port" "SELECT flashsale.set_stock(1, $STOCK)" >/dev/null
+fs_psql "$port" "CREATE TABLE public.orders (order_id bigserial PRIMARY KEY, product_id bigint NOT NULL,
+                 qty int NOT NULL, created_at timestamptz NOT NULL DEFAULT now())" >/dev/null
+fs_psql "$port" "CREATE UNLOGGED TABLE public.buy (outcome text NOT NULL)" >/dev/null
+cat > "$dir/order.sql" <<'SQL'
+BEGIN;
+WITH d AS (SELECT flashsale.try_decrement_stock(1) AS l),
+     o AS (INSERT INTO public.orders (product_id, qty) SELECT 1, 1 FROM d WHERE l IS NOT NULL RETURNING 1)
+INSERT INTO public.buy SELECT CASE WHEN l IS NULL THEN 'sold_out' ELSE 'ordered' END FROM d;
+COMMIT;
+SQL
+cat > "$dir/abandon.sql" <<'SQL'
+BEGIN;
+SELECT flashsale.try_decrement_stock(1);
+INSERT INTO public.buy VALUES ('abandoned');
+ROLLBACK;
+SQL
+chmod 644 "$dir"/*.sql
+
+fs_log "product 1: $STOCK units; $CLIENTS clients x $PER_CLIENT orders (1 in 10 abandoned); Redis wiped mid-sale"
+fs_as_pg pgbench -n -M prepared -h 127.0.0.1 -p "$port" -U postgres -c "$CLIENTS" -j 2 \
+    -t "$PER_CLIENT" -f "$dir/order.sql@9" -f "$dir/abandon.sql@1" postgres > "$dir/stock.out" 2>&1 &
+bench=$!
+sleep 1
+fs_redis "$rport" FLUSHALL >/dev/null
+wait "$bench"
+tps=$(awk '/^tps/ {printf "%.0f", $3}' "$dir/stock.out")
+
+echo
+echo "flash-sale report (product 1)"
+fs_psql "$port" "
+SELECT format('  %-24s %s', 'orders attempted', count(*)) FROM public.buy
+UNION ALL SELECT format('  %-24s %s', 'orders placed', count(*)) FROM public.orders
+UNION ALL SELECT format('  %-24s %s', 'sold_out answers', count(*)) FROM public.buy WHERE outcome = 'sold_out'
+UNION ALL SELECT format('  %-24s %s', 'abandoned (rolled back)', $CLIENTS * $PER_CLIENT - count(*))
+          FROM public.buy
+UNION ALL SELECT format('  %-24s %s (db %s, in flight %s)', 'units left (Redis)', redis_left, db_left,
+                        reserved_in_flight) FROM flashsale.stock_status WHERE product_id = 1
+UNION ALL SELECT format('  %-24s %s', 'orders + left - initial',
+                        (SELECT count(*) FROM public.orders) + flashsale.stock_level(1) - $STOCK)
+UNION ALL SELECT format('  %-24s %s', 'ledger units = orders',
+                        (SELECT sum(quantity) FROM flashsale.stock_ledger) = (SELECT count(*) FROM public.orders))"
 echo "  tps                      $tps"

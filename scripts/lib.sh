@@ -11,6 +11,7 @@
 #   fs_redis_start DIR PORT   a throwaway redis-server on 127.0.0.1:PORT (no persistence)
 #   fs_redis_stop DIR         stop it by the pid in DIR/redis.pid
 #   fs_redis PORT ARGS...     redis-cli against it
+#   fs_tps PORT CLIENTS SECONDS SCRIPT   pgbench (prepared, -j 2) for SECONDS: prints tps
 # Everything started through these is stopped by fs_cleanup (an EXIT trap).
 
 set -euo pipefail
@@ -147,6 +148,11 @@ fs_redis() {
     local port=$1
     shift
     redis-cli -h 127.0.0.1 -p "$port" "$@"
+}
+
+fs_tps() {
+    fs_as_pg pgbench -n -M prepared -h 127.0.0.1 -p "$1" -U postgres -c "$2" -j 2 -T "$3" \
+        -f "$4" postgres 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}'
 }
 
 fs_cleanup() {

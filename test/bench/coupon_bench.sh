@@ -53,10 +53,7 @@ SELECT flashsale.try_issue_coupon(:m, 1);
 SQL
 chmod 644 "$dir"/*.sql
 
-run() { # script clients -> tps
-    fs_as_pg pgbench -n -M prepared -h 127.0.0.1 -p "$port" -U postgres -c "$2" -j 2 -T "$SECS" \
-        -f "$dir/$1.sql" postgres 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}'
-}
+run() { fs_tps "$port" "$2" "$SECS" "$dir/$1.sql"; }
 
 printf '%-8s %10s %10s %10s %16s %18s\n' clients naive ceiling flashsale flashsale/naive flashsale/ceiling
 for c in 16 64; do
