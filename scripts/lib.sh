@@ -137,7 +137,11 @@ fs_redis_stop() {
     pid=$(cat "$dir/redis.pid")
     kill -TERM "$pid" 2>/dev/null || return 0
     for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$dir/redis.pid"; return 0; }
+        # gone, or a zombie waiting for init to reap it
+        if ! kill -0 "$pid" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
+            rm -f "$dir/redis.pid"
+            return 0
+        fi
         sleep 0.05
     done
     kill -KILL "$pid" 2>/dev/null || true

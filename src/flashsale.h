@@ -85,6 +85,7 @@ typedef struct FsScript
 } FsScript;
 
 struct redisReply;
+extern uint64 fs_redis_sent;
 extern struct redisReply *fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw);
 extern struct redisReply *fs_redis_script(FsScript *script, int nkeys, int argc,
 										  const char **argv, const size_t *lens, bool throw);

@@ -28,6 +28,9 @@ static redisContext *conn = NULL;
 static bool conn_busy = false;	/* a command is out and its reply unread */
 static char *conn_settings = NULL;	/* the settings conn was opened with */
 
+/* Commands handed to a socket so far: lets callers tell "never sent" apart. */
+uint64		fs_redis_sent = 0;
+
 char *
 fs_redis_address(void)
 {
@@ -88,6 +91,7 @@ roundtrip(int argc, const char **argv, const size_t *lens, TimestampTz deadline,
 		return NULL;
 	}
 	conn_busy = true;
+	fs_redis_sent++;
 	while (!done)
 	{
 		if (redisBufferWrite(conn, &done) != REDIS_OK)
@@ -210,6 +214,19 @@ fail(bool throw, bool connecting, const char *err)
 }
 
 /*
+ * An idle connection whose server went away (restart) reads as EOF; one with
+ * unexpected bytes waiting is out of step.  Either is reopened before use.
+ */
+static bool
+idle_conn_broken(void)
+{
+	char		c;
+	ssize_t		n = recv(conn->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/*
  * Run one command and return its reply (free it with fs_redis_free).  An
  * error reply is returned as it is.  On failure: ERROR when throw, else NULL.
  */
@@ -219,7 +236,8 @@ fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
 	char	   *err = NULL;
 	redisReply *reply;
 
-	if (conn && (conn_busy || strcmp(conn_settings, current_settings()) != 0))
+	if (conn && (conn_busy || idle_conn_broken() ||
+				 strcmp(conn_settings, current_settings()) != 0))
 		discard();
 	if (conn == NULL && !connect_redis(&err))
 		return fail(throw, true, err);

@@ -87,7 +87,8 @@ typedef struct Reservation
 	int64		product;
 	int64		qty;
 	SubTransactionId subid;
-	bool		uncertain;		/* the call may or may not have reached Redis */
+	bool		uncertain;		/* the call failed: it may or may not have taken units */
+	uint64		sent_before;	/* fs_redis_sent before the call */
 } Reservation;
 
 typedef struct Settle
@@ -193,20 +194,19 @@ mark_dirty(int64 product)
 
 /*
  * Give back the given reservations of this transaction (never raises).
- * Returns false when Redis could not be told: the reservations stay recorded
- * there, and the worker settles them once the transaction has ended.
+ * When Redis cannot be told, the reservations stay recorded there and the
+ * worker settles them once the transaction has ended.
  */
-static bool
+static void
 give_back(List *items)
 {
 	int			n = list_length(items);
 	const char **argv;
 	int			k = 0;
-	redisReply *r;
 	ListCell   *lc;
 
 	if (n == 0)
-		return true;
+		return;
 	argv = palloc(sizeof(char *) * (4 * n + 2));
 	foreach(lc, items)
 		argv[k++] = stock_key(((Reservation *) lfirst(lc))->product);
@@ -216,10 +216,56 @@ give_back(List *items)
 	argv[k++] = txn_ident;
 	foreach(lc, items)
 		argv[k++] = psprintf("%lld", (long long) ((Reservation *) lfirst(lc))->qty);
+	fs_redis_free(fs_redis_script(&s_giveback, 2 * n, k, argv, NULL, false));
+}
 
-	r = fs_redis_script(&s_giveback, 2 * n, k, argv, NULL, false);
-	fs_redis_free(r);
-	return r != NULL;
+/*
+ * Undo reservations at (sub)transaction abort, never raising.  A reservation
+ * whose call failed after it was sent may or may not have taken units, and
+ * that call may still reach Redis after this one (a hung server runs both
+ * once it wakes up): its product's keys are dropped instead, which is right
+ * in any order, and the product is reloaded from the truth on next use.  A
+ * call that failed before anything was sent took nothing.
+ */
+static void
+undo_reservations(List *items)
+{
+	List	   *certain = NIL;
+	List	   *doubtful = NIL;
+	ListCell   *lc;
+
+	foreach(lc, items)
+	{
+		Reservation *r = lfirst(lc);
+
+		if (r->uncertain && r->sent_before != fs_redis_sent)
+			doubtful = list_append_unique_ptr(doubtful, r);
+	}
+	foreach(lc, items)
+	{
+		Reservation *r = lfirst(lc);
+		bool		drop = false;
+		ListCell   *lc2;
+
+		foreach(lc2, doubtful)
+			drop |= ((Reservation *) lfirst(lc2))->product == r->product;
+		if (!drop && !r->uncertain)
+			certain = lappend(certain, r);
+	}
+	give_back(certain);
+	if (doubtful != NIL)
+	{
+		const char **argv = palloc(sizeof(char *) * (2 * list_length(doubtful) + 1));
+		int			k = 0;
+
+		argv[k++] = "DEL";
+		foreach(lc, doubtful)
+		{
+			argv[k++] = stock_key(((Reservation *) lfirst(lc))->product);
+			argv[k++] = reserved_key(((Reservation *) lfirst(lc))->product);
+		}
+		fs_redis_free(fs_redis_command(k, argv, NULL, false));
+	}
 }
 
 /* Drop the Redis keys of products whose truth this transaction changed. */
@@ -319,7 +365,7 @@ stock_xact_callback(XactEvent event, void *arg)
 			forget_transaction();
 			break;
 		case XACT_EVENT_ABORT:
-			give_back(reservations);
+			undo_reservations(reservations);
 			forget_transaction();
 			break;
 		default:
@@ -348,8 +394,6 @@ stock_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 	else if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
-		bool		uncertain = false;
-
 		foreach(lc, reservations)
 		{
 			Reservation *r = lfirst(lc);
@@ -357,27 +401,10 @@ stock_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			if (r->subid == mySubid)
 			{
 				undo = lappend(undo, r);
-				uncertain |= r->uncertain;
 				reservations = foreach_delete_current(reservations, lc);
 			}
 		}
-		if (uncertain)
-		{
-			/*
-			 * Whether the failed call took units is unknown, and the
-			 * reservation entry is shared with the rest of the transaction:
-			 * drop the products' keys so they are reloaded from the truth.
-			 */
-			foreach(lc, undo)
-			{
-				Reservation *r = lfirst(lc);
-				const char *argv[] = {"DEL", stock_key(r->product), reserved_key(r->product)};
-
-				fs_redis_free(fs_redis_command(3, argv, NULL, false));
-			}
-		}
-		else
-			give_back(undo);
+		undo_reservations(undo);
 	}
 }
 
@@ -537,6 +564,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 			res->qty = qtys[i];
 			res->subid = GetCurrentSubTransactionId();
 			res->uncertain = true;
+			res->sent_before = fs_redis_sent;
 			mine = lappend(mine, res);
 			reservations = lappend(reservations, res);
 		}
