@@ -86,6 +86,7 @@ typedef struct FsScript
 
 struct redisReply;
 extern uint64 fs_redis_sent;
+extern bool fs_redis_cleanup;
 extern struct redisReply *fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw);
 extern struct redisReply *fs_redis_script(FsScript *script, int nkeys, int argc,
 										  const char **argv, const size_t *lens, bool throw);

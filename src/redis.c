@@ -31,6 +31,22 @@ static char *conn_settings = NULL;	/* the settings conn was opened with */
 /* Commands handed to a socket so far: lets callers tell "never sent" apart. */
 uint64		fs_redis_sent = 0;
 
+/*
+ * Set while transaction callbacks clean up: interrupts are held there, so a
+ * cancel cannot cut a wait short, and each call is bounded by the shorter of
+ * the two timeouts.  What cannot be told to Redis in time is left to the
+ * worker and to reloads.
+ */
+bool		fs_redis_cleanup = false;
+
+static int
+call_timeout_ms(void)
+{
+	if (fs_redis_cleanup)
+		return Min(fs_redis_timeout_ms, fs_redis_connect_timeout_ms);
+	return fs_redis_timeout_ms;
+}
+
 char *
 fs_redis_address(void)
 {
@@ -243,7 +259,7 @@ fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
 		return fail(throw, true, err);
 
 	reply = roundtrip(argc, argv, lens,
-					  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), fs_redis_timeout_ms),
+					  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), call_timeout_ms()),
 					  &err);
 	if (reply == NULL)
 		return fail(throw, false, err);

@@ -252,6 +252,7 @@ undo_reservations(List *items)
 		if (!drop && !r->uncertain)
 			certain = lappend(certain, r);
 	}
+	fs_redis_cleanup = true;
 	give_back(certain);
 	if (doubtful != NIL)
 	{
@@ -266,6 +267,7 @@ undo_reservations(List *items)
 		}
 		fs_redis_free(fs_redis_command(k, argv, NULL, false));
 	}
+	fs_redis_cleanup = false;
 }
 
 /* Drop the Redis keys of products whose truth this transaction changed. */

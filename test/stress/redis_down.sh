@@ -300,4 +300,18 @@ for how in pause stop; do
     exact "hung ($how), subtransaction, after the hang"
 done
 
+echo "-- statement_timeout interrupts a call waiting on a hung Redis"
+# redis_timeout is long: only the statement_timeout can end the wait; the
+# abort's clean-up is bounded by the connect timeout.
+hang stop
+top "-c flashsale.redis_timeout=10000 -c flashsale.redis_connect_timeout=300 -c statement_timeout=400" \
+    "SELECT flashsale.decrement_stock(1)"
+echo "   statement_timeout: $(grep -m1 '^ERROR' <<< "$OUT") (${MS} ms)"
+check "statement_timeout: SQLSTATE" "$STATE" 57014
+check_true "statement_timeout: ends within 1500 ms" "${MS} ms" test "$MS" -lt 1500
+await_unhung
+exact "statement_timeout, after the hang"
+decrement_ok "statement_timeout, a later decrement"
+exact "statement_timeout, after a later decrement"
+
 exit $fail
