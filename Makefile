@@ -2,7 +2,7 @@
 EXTENSION   = flashsale
 MODULE_big  = flashsale
 OBJS        = src/flashsale.o src/errors.o src/spi.o src/locks.o src/coupon.o \
-              src/redis.o src/stock.o
+              src/redis.o src/lua.o src/stock.o src/sync.o src/worker.o
 DATA        = $(wildcard flashsale--*.sql)
 PGFILEDESC  = "flashsale - flash-sale primitives for PostgreSQL"
 
@@ -19,4 +19,4 @@ include $(PGXS)
 src/lua_scripts.h: $(LUA_SCRIPTS) scripts/lua2c.sh
 	sh scripts/lua2c.sh $(LUA_SCRIPTS) > $@
 
-src/stock.o: src/lua_scripts.h
+src/lua.o: src/lua_scripts.h

@@ -2,12 +2,13 @@
  * flashsale.c: module entry point and GUCs.
  *
  * The library is meant to be in shared_preload_libraries (the background
- * worker needs that), but everything here also works when it is loaded on
- * demand by the first call of one of its functions.
+ * worker and its shared memory need that), but every SQL function also works
+ * when it is loaded on demand by the first call of one of them.
  */
 #include "flashsale.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
@@ -21,6 +22,9 @@ int			fs_redis_database = 0;
 int			fs_redis_connect_timeout_ms = 1000;
 int			fs_redis_timeout_ms = 1000;
 char	   *fs_key_prefix = NULL;
+char	   *fs_database = NULL;
+int			fs_sync_interval_s = 60;
+bool		fs_preloaded = false;
 
 void		_PG_init(void);
 
@@ -76,6 +80,19 @@ _PG_init(void)
 							   &fs_key_prefix, "",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 
+	DefineCustomStringVariable("flashsale.database",
+							   "Database the background worker connects to.",
+							   NULL, &fs_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("flashsale.sync_interval",
+							"Time between the background worker's sync passes.",
+							NULL, &fs_sync_interval_s, 60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("flashsale");
 	fs_stock_init();
+
+	fs_preloaded = process_shared_preload_libraries_in_progress;
+	if (fs_preloaded)
+		fs_worker_init();
 }

@@ -21,6 +21,32 @@ extern char *fs_key_prefix;
 
 /* ---- stock (stock.c) ---- */
 extern void fs_stock_init(void);
+extern char *fs_stock_key(int64 product);
+extern char *fs_reserved_key(int64 product);
+extern void fs_stock_reload(int64 product);
+extern int64 fs_stock_own_units(int64 product);
+extern const char *fs_stock_txn_if_any(void);
+extern bool fs_stock_has_reservations(void);
+#define FS_MAX_STOCK INT64CONST(9007199254740991)
+
+/* ---- worker and sync (worker.c, sync.c) ---- */
+extern bool fs_preloaded;
+extern char *fs_database;
+extern int	fs_sync_interval_s;
+extern void fs_worker_init(void);
+
+typedef struct FsSyncCounts
+{
+	int64		products;		/* products synced */
+	int64		reloaded;		/* products Redis had lost, reloaded */
+	int64		settled;		/* reservations of ended transactions settled */
+	int64		units_returned; /* units those gave back */
+	int64		drift_fixed;	/* products whose Redis figure was corrected */
+	int64		ledger_rows_folded;
+	int64		errors;			/* products skipped by an error */
+} FsSyncCounts;
+
+extern void fs_sync_all(FsSyncCounts *counts);
 
 /* ---- flashsale's own SQLSTATE class "FS" (documented in README.md) ---- */
 #define ERRCODE_FS_ALREADY_ISSUED		MAKE_SQLSTATE('F','S','0','0','1')
@@ -92,5 +118,13 @@ extern struct redisReply *fs_redis_script(FsScript *script, int nkeys, int argc,
 										  const char **argv, const size_t *lens, bool throw);
 extern void fs_redis_free(struct redisReply *reply);
 extern char *fs_redis_address(void);
+
+/* the scripts (lua.c) */
+extern FsScript fs_script_decrement;
+extern FsScript fs_script_giveback;
+extern FsScript fs_script_reload;
+extern FsScript fs_script_info;
+extern FsScript fs_script_settle;
+extern FsScript fs_script_fix;
 
 #endif							/* FLASHSALE_H */

@@ -37,8 +37,6 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
-#include "lua_scripts.h"
-
 PG_FUNCTION_INFO_V1(fs_set_stock);
 PG_FUNCTION_INFO_V1(fs_decrement_stock);
 PG_FUNCTION_INFO_V1(fs_try_decrement_stock);
@@ -48,15 +46,10 @@ PG_FUNCTION_INFO_V1(fs_stock_level);
 PG_FUNCTION_INFO_V1(fs_stock_redis);
 PG_FUNCTION_INFO_V1(fs_reload_stock);
 
-/* Lua numbers are doubles: every stock figure stays at or below 2^53 - 1. */
-#define FS_MAX_STOCK INT64CONST(9007199254740991)
+/* Lua numbers are doubles: every stock figure stays at or below 2^53 - 1 (FS_MAX_STOCK). */
 #define FS_MAX_ITEMS 100
 #define FS_MAX_SETTLE 32
 
-static FsScript s_decrement = {"decrement", fs_lua_decrement};
-static FsScript s_giveback = {"giveback", fs_lua_giveback};
-static FsScript s_reload = {"reload", fs_lua_reload};
-static FsScript s_info = {"info", fs_lua_info};
 
 static FsQuery q_truth = {
 	"SELECT (s.quantity - coalesce((SELECT sum(l.quantity) FROM flashsale.stock_ledger l"
@@ -106,14 +99,14 @@ static MemoryContext settle_cxt = NULL; /* outlives transactions */
 static List *settles = NIL;		/* committed reservations to drop in Redis */
 static bool exit_hook = false;
 
-static char *
-stock_key(int64 product)
+char *
+fs_stock_key(int64 product)
 {
 	return psprintf("%sstock:product:%lld", fs_key_prefix, (long long) product);
 }
 
-static char *
-reserved_key(int64 product)
+char *
+fs_reserved_key(int64 product)
 {
 	return psprintf("%sstock:reserved:%lld", fs_key_prefix, (long long) product);
 }
@@ -126,6 +119,19 @@ current_txn(void)
 				 (unsigned long long) GetSystemIdentifier(),
 				 (unsigned long long) U64FromFullTransactionId(GetTopFullTransactionId()));
 	return txn_ident;
+}
+
+/* This transaction's identity in Redis if it has one, else NULL. */
+const char *
+fs_stock_txn_if_any(void)
+{
+	return txn_ident[0] ? txn_ident : NULL;
+}
+
+bool
+fs_stock_has_reservations(void)
+{
+	return reservations != NIL;
 }
 
 static void
@@ -209,14 +215,14 @@ give_back(List *items)
 		return;
 	argv = palloc(sizeof(char *) * (4 * n + 2));
 	foreach(lc, items)
-		argv[k++] = stock_key(((Reservation *) lfirst(lc))->product);
+		argv[k++] = fs_stock_key(((Reservation *) lfirst(lc))->product);
 	foreach(lc, items)
-		argv[k++] = reserved_key(((Reservation *) lfirst(lc))->product);
+		argv[k++] = fs_reserved_key(((Reservation *) lfirst(lc))->product);
 	argv[k++] = psprintf("%d", n);
 	argv[k++] = txn_ident;
 	foreach(lc, items)
 		argv[k++] = psprintf("%lld", (long long) ((Reservation *) lfirst(lc))->qty);
-	fs_redis_free(fs_redis_script(&s_giveback, 2 * n, k, argv, NULL, false));
+	fs_redis_free(fs_redis_script(&fs_script_giveback, 2 * n, k, argv, NULL, false));
 }
 
 /*
@@ -262,8 +268,8 @@ undo_reservations(List *items)
 		argv[k++] = "DEL";
 		foreach(lc, doubtful)
 		{
-			argv[k++] = stock_key(((Reservation *) lfirst(lc))->product);
-			argv[k++] = reserved_key(((Reservation *) lfirst(lc))->product);
+			argv[k++] = fs_stock_key(((Reservation *) lfirst(lc))->product);
+			argv[k++] = fs_reserved_key(((Reservation *) lfirst(lc))->product);
 		}
 		fs_redis_free(fs_redis_command(k, argv, NULL, false));
 	}
@@ -282,8 +288,8 @@ drop_dirty_keys(void)
 	argv[k++] = "DEL";
 	foreach(lc, dirty)
 	{
-		argv[k++] = stock_key(*(int64 *) lfirst(lc));
-		argv[k++] = reserved_key(*(int64 *) lfirst(lc));
+		argv[k++] = fs_stock_key(*(int64 *) lfirst(lc));
+		argv[k++] = fs_reserved_key(*(int64 *) lfirst(lc));
 	}
 	fs_redis_free(fs_redis_command(k, argv, NULL, true));
 }
@@ -305,13 +311,13 @@ flush_settles_at_exit(int code, Datum arg)
 		return;
 	argv = palloc(sizeof(char *) * (2 * n + 3));
 	foreach(lc, settles)
-		argv[k++] = reserved_key(((Settle *) lfirst(lc))->product);
+		argv[k++] = fs_reserved_key(((Settle *) lfirst(lc))->product);
 	argv[k++] = "0";
 	argv[k++] = "";
 	argv[k++] = psprintf("%d", n);
 	foreach(lc, settles)
 		argv[k++] = ((Settle *) lfirst(lc))->txn;
-	fs_redis_free(fs_redis_script(&s_decrement, n, k, argv, NULL, false));
+	fs_redis_free(fs_redis_script(&fs_script_decrement, n, k, argv, NULL, false));
 	settles = NIL;
 }
 
@@ -436,8 +442,8 @@ ensure_memory(void)
 
 /* ---- reload ---- */
 
-static int64
-own_units(int64 product)
+int64
+fs_stock_own_units(int64 product)
 {
 	int64		units = 0;
 	ListCell   *lc;
@@ -456,8 +462,8 @@ own_units(int64 product)
  * Load a product Redis does not know, under its lock in exclusive mode.  The
  * caller's share lock on it, if taken by the current call, was released.
  */
-static void
-reload(int64 product)
+void
+fs_stock_reload(int64 product)
 {
 	LOCKTAG		tag;
 	Datum		value = Int64GetDatum(product);
@@ -486,13 +492,13 @@ reload(int64 product)
 						(long long) truth),
 				 errdetail("Stock figures must lie between 0 and 2^53 - 1.")));
 
-	own = own_units(product);
-	argv[0] = stock_key(product);
-	argv[1] = reserved_key(product);
+	own = fs_stock_own_units(product);
+	argv[0] = fs_stock_key(product);
+	argv[1] = fs_reserved_key(product);
 	argv[2] = psprintf("%lld", (long long) truth);
 	argv[3] = own > 0 ? current_txn() : "";
 	argv[4] = psprintf("%lld", (long long) own);
-	r = fs_redis_script(&s_reload, 2, 5, argv, NULL, true);
+	r = fs_redis_script(&fs_script_reload, 2, 5, argv, NULL, true);
 	fs_redis_free(r);
 
 	fs_lock_release_mode(&tag, ExclusiveLock);
@@ -543,11 +549,11 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 
 		/* keys: stock, reservations, reservations to settle */
 		for (int i = 0; i < n; i++)
-			argv[argc++] = stock_key(products[i]);
+			argv[argc++] = fs_stock_key(products[i]);
 		for (int i = 0; i < n; i++)
-			argv[argc++] = reserved_key(products[i]);
+			argv[argc++] = fs_reserved_key(products[i]);
 		for (int i = 0; i < nsettle; i++)
-			argv[argc++] = reserved_key(((Settle *) list_nth(settles, i))->product);
+			argv[argc++] = fs_reserved_key(((Settle *) list_nth(settles, i))->product);
 		argv[argc++] = psprintf("%d", n);
 		argv[argc++] = txn_ident;
 		for (int i = 0; i < n; i++)
@@ -572,7 +578,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 		}
 		MemoryContextSwitchTo(old);
 
-		r = fs_redis_script(&s_decrement, 2 * n + nsettle, argc, argv, NULL, true);
+		r = fs_redis_script(&fs_script_decrement, 2 * n + nsettle, argc, argv, NULL, true);
 
 		/* the settles went along: forget them */
 		old = MemoryContextSwitchTo(settle_cxt);
@@ -629,7 +635,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 						 errmsg("product %lld keeps disappearing from Redis",
 								(long long) products[missing]),
 						 errhint("Check Redis' maxmemory-policy: stock keys must not be evicted.")));
-			reload(products[missing]);
+			fs_stock_reload(products[missing]);
 		}
 	}
 }
@@ -834,9 +840,9 @@ fs_restore_stock(PG_FUNCTION_ARGS)
 static redisReply *
 redis_info(int64 product)
 {
-	const char *argv[] = {stock_key(product), reserved_key(product)};
+	const char *argv[] = {fs_stock_key(product), fs_reserved_key(product)};
 
-	return fs_redis_script(&s_info, 2, 2, argv, NULL, true);
+	return fs_redis_script(&fs_script_info, 2, 2, argv, NULL, true);
 }
 
 Datum
@@ -865,7 +871,7 @@ fs_stock_level(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 					 errmsg("product %lld disappeared from Redis right after its reload",
 							(long long) product)));
-		reload(product);
+		fs_stock_reload(product);
 	}
 }
 
@@ -931,8 +937,8 @@ fs_reload_stock(PG_FUNCTION_ARGS)
 	fs_require_arg(fcinfo, 0, "product_id");
 	product = PG_GETARG_INT64(0);
 	argv[0] = "DEL";
-	argv[1] = stock_key(product);
-	argv[2] = reserved_key(product);
+	argv[1] = fs_stock_key(product);
+	argv[2] = fs_reserved_key(product);
 	r = fs_redis_command(3, argv, NULL, true);
 	had = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
 	fs_redis_free(r);
