@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test suite of flashsale against real PostgreSQL (throwaway instances).
 #   scripts/test.sh            all suites
-#   scripts/test.sh SUITE...   some of: regress isolation stress
+#   scripts/test.sh SUITE...   some of: regress isolation stress tap
 # Installs what it needs (as root, Debian 12), builds and installs the extension,
 # starts and stops its own servers, and prints "N passed, N failed" at the end.
 source "$(dirname "$0")/lib.sh"
 
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(regress isolation stress)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(regress isolation stress tap)
 
 fs_install_deps
 fs_build
@@ -64,6 +64,16 @@ suite_stress() {
         fs_log "stress: $(basename "$t")"
         bash "$t" || return 1
     done
+}
+
+# TAP tests (PostgreSQL::Test::Cluster): crashes, restarts, the worker.
+# Each test starts its own Redis (test/t/FlashsaleTest.pm).
+suite_tap() {
+    local out="$work/tap"
+    fs_as_pg mkdir -p "$out"
+    (cd "$out" && fs_as_pg env TESTDIR="$out" FS_ROOT="$FS_ROOT" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
+        prove --timer -I "$PGXS_DIR/src/test/perl" -I "$FS_ROOT/test/t" "$FS_ROOT"/test/t/*.pl) \
+        || { find "$out" -name 'regress_log_*' -exec tail -n 60 {} \; >&2; return 1; }
 }
 
 for s in "${SUITES[@]}"; do

@@ -64,6 +64,12 @@ static FsQuery q_ledger = {
 	2, {INT8ARRAYOID, INT8ARRAYOID}
 };
 
+/* waits for a sync pass folding the ledger into this row to commit */
+static FsQuery q_lock_row = {
+	"SELECT 1 FROM flashsale.stock WHERE product_id = $1 FOR UPDATE",
+	1, {INT8OID}
+};
+
 static FsQuery q_set = {
 	"INSERT INTO flashsale.stock AS s (product_id, quantity)"
 	" VALUES ($1, $2 + coalesce((SELECT sum(quantity) FROM flashsale.stock_ledger"
@@ -798,6 +804,7 @@ fs_set_stock(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum(product);
 	values[1] = Int64GetDatum(qty);
 	fs_spi_connect();
+	fs_spi_run(&q_lock_row, values, NULL, false);
 	fs_spi_run(&q_set, values, NULL, false);
 	fs_spi_finish();
 	mark_dirty(product);
