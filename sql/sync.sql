@@ -1,0 +1,31 @@
+-- The sync pass by hand: flashsale.sync_stock(), and the worker's status.
+\set VERBOSITY terse
+SELECT flashsale.set_stock(10, 100), flashsale.set_stock(11, 20);
+SELECT flashsale.decrement_stock(10, 7), flashsale.decrement_stock(11, 2);
+BEGIN;
+SELECT flashsale.decrement_stock(10, 1);
+ROLLBACK;
+-- before: the ledger holds the sales; after: they are folded into stock.quantity
+SELECT product_id, quantity FROM flashsale.stock WHERE product_id IN (10, 11) ORDER BY 1;
+SELECT count(*) AS ledger_rows FROM flashsale.stock_ledger WHERE product_id IN (10, 11);
+SELECT products >= 2 AS all_products, reloaded, drift_fixed, errors FROM flashsale.sync_stock();
+SELECT product_id, quantity FROM flashsale.stock WHERE product_id IN (10, 11) ORDER BY 1;
+SELECT count(*) AS ledger_rows FROM flashsale.stock_ledger WHERE product_id IN (10, 11);
+SELECT product_id, db_left, redis_left, reserved_in_flight FROM flashsale.stock_status
+WHERE product_id IN (10, 11) ORDER BY 1;
+-- a product Redis lost is reloaded by the pass
+SELECT flashsale.reload_stock(11);
+SELECT reloaded, drift_fixed, errors FROM flashsale.sync_stock();
+SELECT (flashsale.stock_redis(11)).redis_left;
+-- a second pass finds nothing to do
+SELECT reloaded, reservations_settled, units_returned, drift_fixed, ledger_rows_folded, errors
+FROM flashsale.sync_stock();
+-- not in a transaction that holds reservations: the pass would fold its own sales
+BEGIN;
+SELECT flashsale.decrement_stock(10);
+SELECT * FROM flashsale.sync_stock();
+ROLLBACK;
+-- the worker runs (in database "postgres", where flashsale is not installed: its passes do nothing)
+SELECT pid IS NOT NULL AS running, database, sync_interval_s FROM flashsale.worker_status;
+SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'flashsale worker';
+SELECT flashsale.sync_now();
