@@ -2,8 +2,8 @@
 # The flash-sale demo: a throwaway PostgreSQL cluster (initdb in a temp dir,
 # loopback port, flashsale preloaded) and a throwaway Redis; one hot coupon and
 # one hot product, concurrent buyers fired at them by pgbench (some abandon
-# their order, and Redis is wiped mid-sale), and a short report of each.
-# Leaves nothing running.
+# their order, and Redis is wiped mid-sale), a short report of each, and the
+# background worker's figures after a sync pass. Leaves nothing running.
 #   scripts/demo.sh [clients, default 64] [attempts per client, default 500]
 source "$(dirname "$0")/lib.sh"
 
@@ -102,3 +102,23 @@ UNION ALL SELECT format('  %-24s %s', 'orders + left - initial',
 UNION ALL SELECT format('  %-24s %s', 'ledger units = orders',
                         (SELECT sum(quantity) FROM flashsale.stock_ledger) = (SELECT count(*) FROM public.orders))"
 echo "  tps                      $tps"
+
+# ---- the background worker's figures after the sale ----
+passes=$(fs_psql "$port" "SELECT passes FROM flashsale.worker_status")
+fs_psql "$port" "SELECT flashsale.sync_now()" >/dev/null
+for _ in $(seq 1 100); do
+    [ "$(fs_psql "$port" "SELECT passes > $passes FROM flashsale.worker_status")" = t ] && break
+    sleep 0.1
+done
+echo
+echo "background worker (after a pass woken by flashsale.sync_now())"
+fs_psql "$port" "
+SELECT format('  %-24s %s', 'passes', passes) FROM flashsale.worker_status
+UNION ALL SELECT format('  %-24s %s', 'reservations settled', reservations_settled) FROM flashsale.worker_status
+UNION ALL SELECT format('  %-24s %s', 'units returned', units_returned) FROM flashsale.worker_status
+UNION ALL SELECT format('  %-24s %s', 'products reloaded', products_reloaded) FROM flashsale.worker_status
+UNION ALL SELECT format('  %-24s %s', 'drift fixed', drift_fixed) FROM flashsale.worker_status
+UNION ALL SELECT format('  %-24s %s', 'ledger rows folded', ledger_rows_folded) FROM flashsale.worker_status
+UNION ALL SELECT format('  %-24s %s', 'last error', coalesce(last_error, '-')) FROM flashsale.worker_status
+UNION ALL SELECT format('  %-24s %s (units left %s)', 'stock.quantity', quantity, flashsale.stock_level(1))
+          FROM flashsale.stock WHERE product_id = 1"
