@@ -1,0 +1,450 @@
+
+# FlashsaleTest: helpers shared by flashsale's TAP tests (test/t/*.pl).
+#
+#   Redis     redis_start / redis_stop / redis_restart / redis_flushall /
+#             redis_cmd / redis_port: one throwaway redis-server per test
+#             file, on a free loopback port, in a temp dir under tmp_check,
+#             without persistence; always stopped by its pid (END block).
+#   Nodes     new_node(name, %opts): a PostgreSQL::Test::Cluster with
+#             flashsale preloaded (unless preload => 0) and pointed at that
+#             Redis, started, with the extension created.
+#   Polling   psql_raw, wait_until, poll_sql: bounded waits, no bare sleeps.
+#   Sales     sale_setup / pgbench_start / pgbench_finish / wait_mid_sale /
+#             hold_reservation / sync_pass / worker_status / check_stock.
+package FlashsaleTest;
+
+use strict;
+use warnings FATAL => 'all';
+
+use Exporter 'import';
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+our @EXPORT = qw(
+  redis_start redis_stop redis_restart redis_flushall redis_cmd redis_port redis_pid
+  new_node psql_raw wait_until poll_sql sql_row
+  sale_setup pgbench_start pgbench_finish wait_mid_sale hold_reservation
+  system_identifier sync_pass worker_status worker_pids check_stock
+);
+
+# ---------------------------------------------------------------- Redis
+
+my %redis;           # port, dir, pid (pid only while running)
+my @harnesses;       # background pgbench runs, killed at exit if still running
+
+sub redis_port { return $redis{port}; }
+sub redis_pid  { return $redis{pid}; }
+
+# Start redis-server (on the same port and dir when restarting).
+sub redis_start
+{
+	die "redis-server already running (pid $redis{pid})" if $redis{pid};
+	$redis{port} //= PostgreSQL::Test::Cluster::get_free_port();
+	$redis{dir}  //= PostgreSQL::Test::Utils::tempdir('redis');
+	my $pidfile = "$redis{dir}/redis.pid";
+	unlink $pidfile;
+
+	my ($out, $err) = ('', '');
+	IPC::Run::run [
+		'redis-server', '--bind', '127.0.0.1', '--port', $redis{port},
+		'--daemonize', 'yes', '--pidfile', $pidfile,
+		'--dir', $redis{dir}, '--logfile', "$redis{dir}/redis.log",
+		'--save', '', '--appendonly', 'no'
+	  ],
+	  '<', \undef, '>', \$out, '2>', \$err
+	  or BAIL_OUT("redis-server did not start: $out $err");
+
+	# daemonized: wait for its pidfile and for PONG
+	my $ok = wait_until(
+		sub {
+			return 0 unless -s $pidfile;
+			return (redis_cmd('PING') // '') eq 'PONG';
+		},
+		30);
+	BAIL_OUT("redis-server on port $redis{port} did not answer PING")
+	  unless $ok;
+	open my $fh, '<', $pidfile or BAIL_OUT("cannot read $pidfile: $!");
+	my $pid = <$fh>;
+	close $fh;
+	chomp $pid;
+	BAIL_OUT("bad pid '$pid' in $pidfile") unless $pid =~ /^\d+$/;
+	$redis{pid} = $pid;
+	note "redis-server pid $pid on 127.0.0.1:$redis{port}";
+	return $redis{port};
+}
+
+sub process_gone
+{
+	my ($pid) = @_;
+	return 1 unless kill 0, $pid;
+	# a zombie nobody has reaped yet is gone too
+	if (open my $fh, '<', "/proc/$pid/stat")
+	{
+		my $stat = <$fh>;
+		close $fh;
+		return 1 if defined $stat && $stat =~ /^\d+ \(.*\) Z /;
+	}
+	return 0;
+}
+
+# Stop it by its pid: SIGTERM, then SIGKILL if it lingers.
+sub redis_stop
+{
+	my $pid = $redis{pid};
+	return unless $pid;
+	kill 'TERM', $pid;
+	unless (wait_until(sub { process_gone($pid) }, 20))
+	{
+		diag "redis-server $pid ignored SIGTERM, killing it";
+		kill 'KILL', $pid;
+		wait_until(sub { process_gone($pid) }, 10);
+	}
+	unlink "$redis{dir}/redis.pid";
+	delete $redis{pid};
+	note "redis-server pid $pid stopped";
+	return;
+}
+
+# Restart it empty (no persistence) on the same port.
+sub redis_restart
+{
+	redis_stop();
+	return redis_start();
+}
+
+sub redis_flushall
+{
+	my $r = redis_cmd('FLUSHALL') // '';
+	die "FLUSHALL answered '$r'" unless $r eq 'OK';
+	return;
+}
+
+# One redis-cli command; its output (chomped), undef if redis-cli failed.
+sub redis_cmd
+{
+	my @args = @_;
+	my ($out, $err) = ('', '');
+	my $ok = IPC::Run::run [ 'redis-cli', '-h', '127.0.0.1', '-p', $redis{port}, @args ],
+	  '<', \undef, '>', \$out, '2>', \$err;
+	return undef unless $ok && $err eq '';
+	chomp $out;
+	return undef if $out =~ /^Could not connect/;
+	return $out;
+}
+
+END
+{
+	my $rc = $?;
+	foreach my $h (@harnesses)
+	{
+		eval { $h->kill_kill if $h->pumpable; };
+	}
+	redis_stop() if $redis{pid};
+	$? = $rc;
+}
+
+# ---------------------------------------------------------------- nodes
+
+# new_node(name, %opts): preload (1), sync_interval (3600),
+# max_prepared_transactions (0), extra_conf (''), start (1),
+# create_extension (= preload).
+sub new_node
+{
+	my ($name, %opts) = @_;
+	my $preload = $opts{preload} // 1;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+
+	my $conf = '';
+	$conf .= "shared_preload_libraries = 'flashsale'\n" if $preload;
+	$conf .= "flashsale.redis_port = $redis{port}\n" if $redis{port};
+	$conf .= "flashsale.sync_interval = " . ($opts{sync_interval} // 3600) . "\n";
+	$conf .= "max_connections = 100\n";
+	$conf .= "listen_addresses = '127.0.0.1'\n";
+	$conf .= "max_prepared_transactions = " . ($opts{max_prepared_transactions} // 0) . "\n";
+	# Cluster.pm turns it off; the crash tests need the postmaster to restart
+	$conf .= "restart_after_crash = on\n";
+	# pgbench would fill the log
+	$conf .= "log_statement = none\n";
+	$conf .= $opts{extra_conf} . "\n" if $opts{extra_conf};
+	$node->append_conf('postgresql.conf', $conf);
+
+	if ($opts{start} // 1)
+	{
+		$node->start;
+		$node->safe_psql('postgres', 'CREATE EXTENSION flashsale')
+		  if $opts{create_extension} // $preload;
+	}
+	return $node;
+}
+
+# ---------------------------------------------------------------- polling
+
+# psql_raw(node, sql) -> (ok, stdout, stderr), quietly (for polling loops).
+sub psql_raw
+{
+	my ($node, $sql, $db) = @_;
+	my ($out, $err) = ('', '');
+	my $ok = IPC::Run::run [
+		'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-h', $node->host,
+		'-p', $node->port, '-d', $db // 'postgres'
+	  ],
+	  '<', \$sql, '>', \$out, '2>', \$err;
+	chomp $out;
+	chomp $err;
+	return ($ok ? 1 : 0, $out, $err);
+}
+
+# wait_until(sub, timeout_s): poll every 20 ms until sub returns true.
+sub wait_until
+{
+	my ($check, $timeout) = @_;
+	$timeout //= $PostgreSQL::Test::Utils::timeout_default;
+	my $deadline = time() + $timeout;
+	while (1)
+	{
+		return 1 if $check->();
+		return 0 if time() > $deadline;
+		usleep(20_000);
+	}
+}
+
+# poll_sql(node, sql, expected, timeout_s): true once sql returns expected.
+sub poll_sql
+{
+	my ($node, $sql, $expected, $timeout) = @_;
+	my ($ok, $out, $err) = (0, '', '');
+	my $done = wait_until(
+		sub {
+			($ok, $out, $err) = psql_raw($node, $sql);
+			return $ok && $out eq $expected;
+		},
+		$timeout);
+	diag "poll_sql timed out: $sql\n  expected: $expected\n  got: $out\n  stderr: $err"
+	  unless $done;
+	return $done;
+}
+
+# sql_row(node, sql) -> hashref of the one row, by column name.
+sub sql_row
+{
+	my ($node, $sql) = @_;
+	my ($ok, $out, $err) =
+	  psql_raw($node, "\\pset tuples_only off\n\\pset footer off\n$sql");
+	die "query failed: $sql: $err" unless $ok;
+	my ($head, $row) = split /\n/, $out;
+	die "query returned no row: $sql" unless defined $row;
+	my @k = split /\|/, $head, -1;
+	my @v = split /\|/, $row, -1;
+	my %h;
+	@h{@k} = @v;
+	return \%h;
+}
+
+# ---------------------------------------------------------------- sales
+
+# Product 1 with $units units, an orders table (a row per unit sold in a
+# committed transaction) and, if asked, buy(p): a decrement retried on
+# Redis connection errors (class 08), so that pgbench clients outlive a
+# Redis restart.
+sub sale_setup
+{
+	my ($node, $units) = @_;
+	$node->safe_psql(
+		'postgres', qq{
+SELECT flashsale.set_stock(1, $units);
+CREATE TABLE orders (
+    order_id   bigserial PRIMARY KEY,
+    product_id bigint NOT NULL,
+    qty        bigint NOT NULL,
+    xid        xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE TABLE redis_errors (sqlstate text, at timestamptz DEFAULT clock_timestamp());
+CREATE FUNCTION buy(p bigint) RETURNS bigint LANGUAGE plpgsql AS \$\$
+DECLARE
+    l bigint;
+BEGIN
+    FOR attempt IN 1..500 LOOP
+        BEGIN
+            l := flashsale.try_decrement_stock(p);
+            IF l IS NOT NULL THEN
+                INSERT INTO orders (product_id, qty) VALUES (p, 1);
+            END IF;
+            RETURN l;
+        EXCEPTION WHEN connection_exception THEN
+            INSERT INTO redis_errors (sqlstate) VALUES (SQLSTATE);
+            PERFORM pg_sleep(0.02);
+        END;
+    END LOOP;
+    RAISE EXCEPTION 'Redis unreachable for too long';
+END
+\$\$;
+});
+	return;
+}
+
+my %scripts = (
+	buy => "BEGIN;\n"
+	  . "INSERT INTO orders (product_id, qty) SELECT 1, 1\n"
+	  . "  FROM (SELECT flashsale.try_decrement_stock(1) AS l) s WHERE l IS NOT NULL;\n"
+	  . "COMMIT;\n",
+	rollback => "BEGIN;\n"
+	  . "INSERT INTO orders (product_id, qty) SELECT 1, 1\n"
+	  . "  FROM (SELECT flashsale.try_decrement_stock(1) AS l) s WHERE l IS NOT NULL;\n"
+	  . "ROLLBACK;\n",
+	buy_retry => "BEGIN;\nSELECT buy(1);\nCOMMIT;\n",
+	rollback_retry => "BEGIN;\nSELECT buy(1);\nROLLBACK;\n",);
+
+# pgbench_start(node, clients => 64, transactions => 100 (or duration => s),
+#               rate => tps (none), scripts => [buy => 9, rollback => 1])
+#   -> run handle
+sub pgbench_start
+{
+	my ($node, %o) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir('pgbench');
+	my @files;
+	my @s = @{ $o{scripts} // [ buy => 9, rollback => 1 ] };
+	while (my ($name, $weight) = splice(@s, 0, 2))
+	{
+		PostgreSQL::Test::Utils::append_to_file("$dir/$name.sql", $scripts{$name});
+		push @files, '-f', "$dir/$name.sql\@$weight";
+	}
+	my $run = { out => '', err => '' };
+	my @cmd = (
+		'pgbench', '-n', '-h', $node->host, '-p', $node->port,
+		'-c', $o{clients} // 64, '-j', 2,
+		($o{duration} ? ('-T', $o{duration}) : ('-t', $o{transactions} // 100)),
+		($o{rate} ? ('-R', $o{rate}) : ()),
+		@files, 'postgres');
+	note "starting: @cmd";
+	$run->{timer} = IPC::Run::timeout($o{timeout} // 180);
+	# its backends show as application_name 'pgbench'
+	local $ENV{PGAPPNAME} = 'pgbench';
+	$run->{h} = IPC::Run::start \@cmd, '<', \undef, '>', \$run->{out}, '2>',
+	  \$run->{err}, $run->{timer};
+	push @harnesses, $run->{h};
+	return $run;
+}
+
+sub pgbench_running
+{
+	my ($run) = @_;
+	return $run->{h}->pumpable;
+}
+
+# Wait for pgbench to exit; returns its exit status, -1 if it timed out or
+# died of a signal (and logs its output).
+sub pgbench_finish
+{
+	my ($run) = @_;
+	eval { $run->{h}->finish; };
+	if ($@)
+	{
+		diag "pgbench did not finish: $@";
+		eval { $run->{h}->kill_kill };
+		return -1;
+	}
+	my $status = $run->{h}->full_result(0);
+	my $rc = $status & 127 ? -1 : $status >> 8;
+	my @err = split /\n/, $run->{err};
+	splice(@err, 0, @err - 10) if @err > 10;
+	note "pgbench exited with $rc\n$run->{out}\n--- stderr (tail):\n"
+	  . join("\n", @err);
+	return $rc;
+}
+
+# Wait until Redis has at most $threshold units of product 1 left, pgbench
+# still running.  False if pgbench ended first or on timeout.
+sub wait_mid_sale
+{
+	my ($run, $threshold, $timeout) = @_;
+	my $left;
+	my $ok = wait_until(
+		sub {
+			return 1 unless pgbench_running($run);
+			$left = redis_cmd('GET', 'stock:product:1');
+			return defined $left && $left =~ /^\d+$/ && $left <= $threshold;
+		},
+		$timeout // 120);
+	return 0 unless $ok && pgbench_running($run);
+	note "mid-sale: $left units left in Redis";
+	return $left;
+}
+
+sub system_identifier
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		'SELECT system_identifier FROM pg_control_system()');
+}
+
+# hold_reservation(node, qty): a session that decremented product 1 by
+# $qty in an open transaction.  Returns (session, its Redis reservation
+# field "<system identifier>:<xid>", its backend pid).
+sub hold_reservation
+{
+	my ($node, $qty) = @_;
+	my $s = $node->background_psql('postgres', on_error_stop => 0);
+	$s->query_safe('BEGIN');
+	$s->query_safe("SELECT flashsale.decrement_stock(1, $qty)");
+	my $xid = $s->query_safe('SELECT pg_current_xact_id()');
+	my $pid = $s->query_safe('SELECT pg_backend_pid()');
+	chomp $xid;
+	chomp $pid;
+	return ($s, system_identifier($node) . ":$xid", $pid);
+}
+
+# One sync pass by hand: hashref of sync_stock()'s columns.
+sub sync_pass
+{
+	my ($node) = @_;
+	my $r = sql_row($node, 'SELECT * FROM flashsale.sync_stock()');
+	note 'sync_stock(): ' . join(', ', map { "$_=$r->{$_}" } sort keys %$r);
+	return $r;
+}
+
+sub worker_status
+{
+	my ($node) = @_;
+	return sql_row($node, 'SELECT * FROM flashsale.worker_status');
+}
+
+# pids of 'flashsale worker' processes in pg_stat_activity
+sub worker_pids
+{
+	my ($node) = @_;
+	my ($ok, $out) = psql_raw($node,
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'flashsale worker' ORDER BY pid");
+	return $ok ? split(/\n/, $out) : ();
+}
+
+# After a pass with nothing in flight: the exact equalities of product 1.
+sub check_stock
+{
+	my ($node, $initial, $label) = @_;
+	my $sold = $node->safe_psql('postgres',
+		'SELECT coalesce(sum(qty), 0) FROM orders WHERE product_id = 1');
+	my $left = $node->safe_psql('postgres', 'SELECT flashsale.stock_level(1)');
+	note "$label: initial $initial, sold $sold, left $left";
+	is($sold + $left, $initial, "$label: orders + units left == $initial");
+	is( $node->safe_psql('postgres',
+			'SELECT quantity FROM flashsale.stock WHERE product_id = 1'),
+		$left,
+		"$label: flashsale.stock.quantity == units left");
+	is( $node->safe_psql('postgres',
+			'SELECT count(*) FROM flashsale.stock_ledger'),
+		0, "$label: ledger folded (empty)");
+	is( $node->safe_psql('postgres',
+			'SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = 1'),
+		"$left|$left|0",
+		"$label: stock_status db_left == redis_left == units left, nothing in flight");
+	is(redis_cmd('GET', 'stock:product:1'), $left, "$label: Redis stock key == units left");
+	is(redis_cmd('HLEN', 'stock:reserved:1'), 0,
+		"$label: no reservation left in Redis");
+	return ($sold, $left);
+}
+
+1;
