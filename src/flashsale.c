@@ -94,5 +94,8 @@ _PG_init(void)
 
 	fs_preloaded = process_shared_preload_libraries_in_progress;
 	if (fs_preloaded)
-		fs_worker_init();
+	{
+		fs_shmem_register();
+		fs_worker_register();
+	}
 }

@@ -33,7 +33,15 @@ extern bool fs_stock_has_reservations(void);
 extern bool fs_preloaded;
 extern char *fs_database;
 extern int	fs_sync_interval_s;
-extern void fs_worker_init(void);
+extern void fs_worker_register(void);
+extern Size fs_worker_shmem_size(void);
+extern void fs_worker_shmem_init(void);
+
+/* ---- shared memory (shmem.c) and named locks (named_locks.c) ---- */
+extern void fs_shmem_register(void);
+extern Size fs_named_locks_shmem_size(void);
+extern void fs_named_locks_shmem_init(void);
+#define FS_LOCK_NAME_MAX 64
 
 typedef struct FsSyncCounts
 {
@@ -92,7 +100,8 @@ typedef enum FsLockKind
 {
 	FS_LOCK_COUPON_STRIPE = 0xF501,
 	FS_LOCK_COUPON_MEMBER = 0xF502,
-	FS_LOCK_STOCK = 0xF503
+	FS_LOCK_STOCK = 0xF503,
+	FS_LOCK_NAMED = 0xF504
 } FsLockKind;
 
 extern void fs_locktag(LOCKTAG *tag, FsLockKind kind, int64 key1, int64 key2);

@@ -56,44 +56,31 @@ typedef struct FsWorkerState
 } FsWorkerState;
 
 static FsWorkerState *state = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-static void
-fs_shmem_request(void)
+Size
+fs_worker_shmem_size(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(FsWorkerState)));
+	return MAXALIGN(sizeof(FsWorkerState));
 }
 
-static void
-fs_shmem_startup(void)
+void
+fs_worker_shmem_init(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	state = ShmemInitStruct("flashsale worker", sizeof(FsWorkerState), &found);
 	if (!found)
 	{
 		memset(state, 0, sizeof(*state));
 		SpinLockInit(&state->mutex);
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 /* Called from _PG_init when preloading. */
 void
-fs_worker_init(void)
+fs_worker_register(void)
 {
 	BackgroundWorker worker;
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = fs_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = fs_shmem_startup;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

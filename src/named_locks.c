@@ -1,0 +1,456 @@
+/*
+ * named_locks.c: text-named advisory locks, MySQL's GET_LOCK family in
+ * PostgreSQL style.
+ *
+ * A name maps to an advisory lock tag of the current database whose field4
+ * is FS_LOCK_NAMED and whose two 32-bit keys are a 64-bit hash of the name:
+ * flashsale's own key space, apart from pg_advisory_lock()'s (field4 1 and
+ * 2) and from the coupon locks.  The lock manager does the rest: waiters are
+ * served FIFO, deadlocks are detected, a cancel ends a wait.
+ *
+ * Names are remembered in shared memory (when preloaded) so that the view
+ * flashsale.locks can say which name a lock is, and since when it is held.
+ */
+#include "flashsale.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(fs_get_lock);
+PG_FUNCTION_INFO_V1(fs_get_xact_lock);
+PG_FUNCTION_INFO_V1(fs_release_lock);
+PG_FUNCTION_INFO_V1(fs_release_all_locks);
+PG_FUNCTION_INFO_V1(fs_is_free_lock);
+PG_FUNCTION_INFO_V1(fs_is_used_lock);
+PG_FUNCTION_INFO_V1(fs_named_locks);
+
+/* ---- shared registry of names ---- */
+
+#define FS_LOCK_NAMES 1024
+
+typedef struct FsLockName
+{
+	uint64		key;
+	int			holder_pid;		/* the last backend that acquired it */
+	TimestampTz since;			/* when it did */
+	char		name[FS_LOCK_NAME_MAX + 1];
+} FsLockName;
+
+typedef struct FsLockNames
+{
+	LWLock	   *lock;
+	int			next;			/* round robin when full */
+	FsLockName	entries[FS_LOCK_NAMES];
+} FsLockNames;
+
+static FsLockNames *names = NULL;
+
+Size
+fs_named_locks_shmem_size(void)
+{
+	return MAXALIGN(sizeof(FsLockNames));
+}
+
+void
+fs_named_locks_shmem_init(void)
+{
+	bool		found;
+
+	names = ShmemInitStruct("flashsale lock names", sizeof(FsLockNames), &found);
+	if (!found)
+	{
+		memset(names, 0, sizeof(*names));
+		names->lock = &(GetNamedLWLockTranche("flashsale"))->lock;
+	}
+}
+
+/* Remember name for key; with holder, also who holds it since now. */
+static void
+remember(uint64 key, const char *name, bool holder)
+{
+	int			slot = -1;
+
+	if (names == NULL)
+		return;
+	LWLockAcquire(names->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < FS_LOCK_NAMES; i++)
+	{
+		if (names->entries[i].name[0] != '\0' && names->entries[i].key == key)
+		{
+			slot = i;
+			break;
+		}
+		if (slot < 0 && names->entries[i].name[0] == '\0')
+			slot = -2 - i;		/* first free slot, if the name is not there */
+	}
+	if (slot < -1)
+		slot = -2 - slot;
+	else if (slot == -1)
+	{
+		slot = names->next;
+		names->next = (names->next + 1) % FS_LOCK_NAMES;
+	}
+	names->entries[slot].key = key;
+	strlcpy(names->entries[slot].name, name, sizeof(names->entries[slot].name));
+	if (holder)
+	{
+		names->entries[slot].holder_pid = MyProcPid;
+		names->entries[slot].since = GetCurrentTimestamp();
+	}
+	LWLockRelease(names->lock);
+}
+
+/* ---- tags ---- */
+
+static uint64
+name_key(text *t, char **name_out)
+{
+	char	   *name = text_to_cstring(t);
+	size_t		len = strlen(name);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock name must not be empty")));
+	if (len > FS_LOCK_NAME_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("lock name is too long"),
+				 errdetail("It is %zu bytes long; the limit is %d.", len, FS_LOCK_NAME_MAX)));
+	*name_out = name;
+	return hash_bytes_extended((const unsigned char *) name, (int) len, 0);
+}
+
+static void
+named_tag(LOCKTAG *tag, uint64 key)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key,
+						 (uint16) FS_LOCK_NAMED);
+}
+
+/* ---- this backend's session-level named locks, for release_all_locks ---- */
+
+typedef struct SessionLock
+{
+	uint64		key;
+	int			count;
+} SessionLock;
+
+static HTAB *session_locks = NULL;
+
+static SessionLock *
+session_entry(uint64 key, bool create)
+{
+	bool		found;
+
+	if (session_locks == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (!create)
+			return NULL;
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(SessionLock);
+		session_locks = hash_create("flashsale session locks", 16, &ctl, HASH_ELEM | HASH_BLOBS);
+	}
+	return hash_search(session_locks, &key, create ? HASH_ENTER : HASH_FIND, &found);
+}
+
+/* ---- acquiring ---- */
+
+/*
+ * Wait up to timeout_ms for the lock: false when the time passed.  The wait
+ * runs in a subtransaction so that the lock manager's timeout error can be
+ * turned into "false" safely.
+ */
+static bool
+acquire_timed(const LOCKTAG *tag, bool session, int64 timeout_ms)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	int			saved = LockTimeout;
+	volatile bool got = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		LockTimeout = (int) Min(timeout_ms, (int64) INT_MAX);
+		(void) LockAcquire(tag, ExclusiveLock, session, false);
+		LockTimeout = saved;
+		got = true;
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		LockTimeout = saved;
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return got;
+}
+
+/* timeout_ms: -1 waits until cancelled, 0 tries once, > 0 waits that long. */
+static bool
+acquire(FunctionCallInfo fcinfo, bool session)
+{
+	char	   *name;
+	uint64		key;
+	int64		timeout_ms;
+	LOCKTAG		tag;
+	bool		got;
+
+	fs_require_arg(fcinfo, 0, "name");
+	fs_require_arg(fcinfo, 1, "timeout_ms");
+	key = name_key(PG_GETARG_TEXT_PP(0), &name);
+	timeout_ms = PG_GETARG_INT64(1);
+	if (timeout_ms < -1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout_ms must be -1 (wait until cancelled), 0 (try once) or more")));
+	named_tag(&tag, key);
+	remember(key, name, false);
+
+	if (timeout_ms == 0)
+		got = LockAcquire(&tag, ExclusiveLock, session, true) != LOCKACQUIRE_NOT_AVAIL;
+	else if (timeout_ms > 0)
+		got = acquire_timed(&tag, session, timeout_ms);
+	else
+	{
+		int			saved = LockTimeout;
+
+		/* until cancelled: lock_timeout does not apply (statement_timeout does) */
+		LockTimeout = 0;
+		PG_TRY();
+		{
+			(void) LockAcquire(&tag, ExclusiveLock, session, false);
+		}
+		PG_FINALLY();
+		{
+			LockTimeout = saved;
+		}
+		PG_END_TRY();
+		got = true;
+	}
+	if (got)
+	{
+		remember(key, name, true);
+		if (session)
+			session_entry(key, true)->count++;
+	}
+	return got;
+}
+
+Datum
+fs_get_lock(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(acquire(fcinfo, true));
+}
+
+Datum
+fs_get_xact_lock(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(acquire(fcinfo, false));
+}
+
+/* ---- releasing ---- */
+
+/* release_lock(name): true when this session held it (once more released). */
+Datum
+fs_release_lock(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	uint64		key;
+	LOCKTAG		tag;
+	SessionLock *s;
+
+	fs_require_arg(fcinfo, 0, "name");
+	key = name_key(PG_GETARG_TEXT_PP(0), &name);
+	s = session_entry(key, false);
+	if (s == NULL || s->count == 0)
+		PG_RETURN_BOOL(false);
+	named_tag(&tag, key);
+	LockRelease(&tag, ExclusiveLock, true);
+	if (--s->count == 0)
+		hash_search(session_locks, &key, HASH_REMOVE, NULL);
+	PG_RETURN_BOOL(true);
+}
+
+/* release_all_locks(): the number of session-level acquisitions released. */
+Datum
+fs_release_all_locks(PG_FUNCTION_ARGS)
+{
+	HASH_SEQ_STATUS seq;
+	SessionLock *s;
+	int32		released = 0;
+
+	if (session_locks == NULL)
+		PG_RETURN_INT32(0);
+	hash_seq_init(&seq, session_locks);
+	while ((s = hash_seq_search(&seq)) != NULL)
+	{
+		LOCKTAG		tag;
+
+		named_tag(&tag, s->key);
+		for (; s->count > 0; s->count--, released++)
+			LockRelease(&tag, ExclusiveLock, true);
+		hash_search(session_locks, &s->key, HASH_REMOVE, NULL);
+	}
+	PG_RETURN_INT32(released);
+}
+
+/* ---- looking ---- */
+
+/* The pid holding the lock of key (this backend's included), or 0. */
+static int
+holder_of(uint64 key)
+{
+	LOCKTAG		tag;
+	LockData   *data;
+	int			pid = 0;
+
+	named_tag(&tag, key);
+	if (LockHeldByMe(&tag, ExclusiveLock))
+		return MyProcPid;
+	data = GetLockStatusData();
+	for (int i = 0; i < data->nelements && pid == 0; i++)
+	{
+		LockInstanceData *l = &data->locks[i];
+
+		if (memcmp(&l->locktag, &tag, sizeof(LOCKTAG)) == 0 && l->holdMask != 0)
+			pid = l->pid;
+	}
+	return pid;
+}
+
+Datum
+fs_is_free_lock(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+
+	fs_require_arg(fcinfo, 0, "name");
+	PG_RETURN_BOOL(holder_of(name_key(PG_GETARG_TEXT_PP(0), &name)) == 0);
+}
+
+Datum
+fs_is_used_lock(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	int			pid;
+
+	fs_require_arg(fcinfo, 0, "name");
+	pid = holder_of(name_key(PG_GETARG_TEXT_PP(0), &name));
+	if (pid == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT32(pid);
+}
+
+/*
+ * named_locks(): the named advisory locks of this database, held or awaited,
+ * one row per lock: name (NULL if not remembered), holder pid, since when,
+ * waiting pids in the order they queued, and since when the first waits.
+ */
+Datum
+fs_named_locks(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	LockData   *data;
+	bool	   *done;
+
+	InitMaterializedSRF(fcinfo, 0);
+	data = GetLockStatusData();
+	done = palloc0(sizeof(bool) * (data->nelements + 1));
+
+	for (int i = 0; i < data->nelements; i++)
+	{
+		LockInstanceData *l = &data->locks[i];
+		Datum		values[5];
+		bool		nulls[5] = {0};
+		uint64		key;
+		int			holder = 0;
+		int			nwait = 0;
+		Datum	   *waiters = palloc(sizeof(Datum) * data->nelements);
+		TimestampTz *starts = palloc(sizeof(TimestampTz) * data->nelements);
+		TimestampTz since = 0;
+
+		if (done[i] || l->locktag.locktag_type != LOCKTAG_ADVISORY ||
+			l->locktag.locktag_field4 != FS_LOCK_NAMED ||
+			l->locktag.locktag_field1 != MyDatabaseId)
+			continue;
+		key = ((uint64) l->locktag.locktag_field2 << 32) | l->locktag.locktag_field3;
+
+		for (int j = i; j < data->nelements; j++)
+		{
+			LockInstanceData *m = &data->locks[j];
+
+			if (memcmp(&m->locktag, &l->locktag, sizeof(LOCKTAG)) != 0)
+				continue;
+			done[j] = true;
+			if (m->holdMask != 0)
+				holder = m->pid;
+			else
+			{
+				/* insertion sort by wait start: the lock manager's queue order */
+				int			k = nwait++;
+
+				while (k > 0 && starts[k - 1] > m->waitStart)
+				{
+					starts[k] = starts[k - 1];
+					waiters[k] = waiters[k - 1];
+					k--;
+				}
+				starts[k] = m->waitStart;
+				waiters[k] = Int32GetDatum(m->pid);
+			}
+		}
+
+		nulls[0] = true;
+		if (names)
+		{
+			LWLockAcquire(names->lock, LW_SHARED);
+			for (int k = 0; k < FS_LOCK_NAMES; k++)
+				if (names->entries[k].name[0] != '\0' && names->entries[k].key == key)
+				{
+					values[0] = CStringGetTextDatum(names->entries[k].name);
+					nulls[0] = false;
+					if (names->entries[k].holder_pid == holder)
+						since = names->entries[k].since;
+					break;
+				}
+			LWLockRelease(names->lock);
+		}
+		values[1] = Int32GetDatum(holder);
+		nulls[1] = holder == 0;
+		values[2] = TimestampTzGetDatum(since);
+		nulls[2] = since == 0;
+		values[3] = PointerGetDatum(construct_array(waiters, nwait, INT4OID, 4, true, TYPALIGN_INT));
+		values[4] = TimestampTzGetDatum(nwait > 0 ? starts[0] : 0);
+		nulls[4] = nwait == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
