@@ -42,7 +42,7 @@ suite_regress() {
         --temp-instance="$out/instance" --temp-config="$SUITE_CONF" \
         --port="$(fs_free_port)" --bindir="$PG_BIN" \
         --inputdir="$FS_ROOT" --outputdir="$out" --dbname=flashsale_regress \
-        install coupon stock sync upgrade || { show_diffs "$out"; return 1; }
+        install coupon stock sync locks upgrade || { show_diffs "$out"; return 1; }
 }
 
 suite_isolation() {

@@ -294,6 +294,12 @@ fs_release_lock(PG_FUNCTION_ARGS)
 	if (s == NULL || s->count == 0)
 		PG_RETURN_BOOL(false);
 	named_tag(&tag, key);
+	if (!LockHeldByMe(&tag, ExclusiveLock))
+	{
+		/* pg_advisory_unlock_all() or DISCARD released it behind our back */
+		hash_search(session_locks, &key, HASH_REMOVE, NULL);
+		PG_RETURN_BOOL(false);
+	}
 	LockRelease(&tag, ExclusiveLock, true);
 	if (--s->count == 0)
 		hash_search(session_locks, &key, HASH_REMOVE, NULL);
@@ -316,8 +322,10 @@ fs_release_all_locks(PG_FUNCTION_ARGS)
 		LOCKTAG		tag;
 
 		named_tag(&tag, s->key);
-		for (; s->count > 0; s->count--, released++)
-			LockRelease(&tag, ExclusiveLock, true);
+		/* not held any more if pg_advisory_unlock_all() or DISCARD released it */
+		if (LockHeldByMe(&tag, ExclusiveLock))
+			for (; s->count > 0; s->count--, released++)
+				LockRelease(&tag, ExclusiveLock, true);
 		hash_search(session_locks, &s->key, HASH_REMOVE, NULL);
 	}
 	PG_RETURN_INT32(released);
