@@ -75,6 +75,11 @@ is(sq('SELECT flashsale.stock_level(1)'), $UNITS, 'units of the savepoint are ba
 sq("COMMIT PREPARED 'no_stock'");
 exact($UNITS, 'after COMMIT PREPARED');
 
+# ---- Redis loses everything: the truth is in the database
+redis_flushall();
+is(redis_cmd('EXISTS', 'stock:product:1'), 0, 'FLUSHALL dropped the product');
+exact($UNITS, 'after FLUSHALL (stock_level reloads it)');
+
 # ---- ordinary sales still count exactly
 sq('BEGIN; SELECT flashsale.decrement_stock(1, 2); COMMIT;');
 sq('BEGIN; SELECT flashsale.decrement_stock(1, 4); ROLLBACK;');
