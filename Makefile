@@ -3,7 +3,7 @@ EXTENSION   = flashsale
 MODULE_big  = flashsale
 OBJS        = src/flashsale.o src/errors.o src/spi.o src/locks.o src/coupon.o \
               src/redis.o src/lua.o src/stock.o src/sync.o src/worker.o src/shmem.o \
-              src/named_locks.o
+              src/named_locks.o src/redis_locks.o
 DATA        = $(wildcard flashsale--*.sql)
 PGFILEDESC  = "flashsale - flash-sale primitives for PostgreSQL"
 
@@ -20,4 +20,4 @@ include $(PGXS)
 src/lua_scripts.h: $(LUA_SCRIPTS) scripts/lua2c.sh
 	sh scripts/lua2c.sh $(LUA_SCRIPTS) > $@
 
-src/lua.o: src/lua_scripts.h
+src/lua.o src/lua.bc: src/lua_scripts.h

@@ -1,4 +1,4 @@
-/* flashsale--1.2--1.3.sql: named advisory locks */
+/* flashsale--1.2--1.3.sql: named advisory locks and Redis locks */
 
 \echo Use "ALTER EXTENSION flashsale UPDATE TO '1.3'" to load this file. \quit
 
@@ -28,7 +28,41 @@ CREATE FUNCTION flashsale.named_locks(
     OUT waiting_pids int[], OUT waiting_since timestamptz)
 RETURNS SETOF record AS 'MODULE_PATHNAME', 'fs_named_locks' LANGUAGE C VOLATILE;
 
+
+-- Redis locks, for locks shared by several PostgreSQL instances. They return
+-- a fencing token (strictly increasing per name) when acquired, NULL when
+-- wait_ms passed. redis_lock is released when the transaction ends;
+-- redis_lock_session by redis_unlock or at disconnect.
+CREATE FUNCTION flashsale.redis_lock(name text, lease_ms bigint DEFAULT 30000, wait_ms bigint DEFAULT 0)
+RETURNS bigint AS 'MODULE_PATHNAME', 'fs_redis_lock' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION flashsale.redis_lock_session(name text, lease_ms bigint DEFAULT 30000,
+                                             wait_ms bigint DEFAULT 0)
+RETURNS bigint AS 'MODULE_PATHNAME', 'fs_redis_lock_session' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION flashsale.redis_unlock(name text)
+RETURNS boolean AS 'MODULE_PATHNAME', 'fs_redis_unlock' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION flashsale.redis_locks(
+    OUT name text, OUT state text, OUT pid int, OUT since timestamptz,
+    OUT lease_ms bigint, OUT token bigint, OUT owner text)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'fs_redis_locks' LANGUAGE C VOLATILE;
+
+-- One Redis command, for operators (and the benchmark's spin-lock baseline).
+CREATE FUNCTION flashsale.redis_call(VARIADIC args text[])
+RETURNS text AS 'MODULE_PATHNAME', 'fs_redis_call' LANGUAGE C VOLATILE;
+REVOKE EXECUTE ON FUNCTION flashsale.redis_call(text[]) FROM PUBLIC;
+
 -- Locks held or awaited through flashsale, by name: what pg_locks cannot tell.
+-- Redis locks: those of this instance's backends.
 CREATE VIEW flashsale.locks AS
 SELECT name, 'advisory'::text AS kind, holder_pid, held_since, waiting_pids, waiting_since
-FROM flashsale.named_locks();
+FROM flashsale.named_locks()
+UNION ALL
+SELECT name, 'redis'::text,
+       max(pid) FILTER (WHERE state = 'held'),
+       max(since) FILTER (WHERE state = 'held'),
+       coalesce(array_agg(pid ORDER BY since) FILTER (WHERE state = 'waiting'), '{}'),
+       min(since) FILTER (WHERE state = 'waiting')
+FROM flashsale.redis_locks()
+GROUP BY name;

@@ -80,10 +80,16 @@ _PG_init(void)
 							   &fs_key_prefix, "",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 
+	/*
+	 * PGC_POSTMASTER variables can only be defined while preloading; loaded
+	 * on demand there is no worker, and the setting only shows what it
+	 * would use.
+	 */
 	DefineCustomStringVariable("flashsale.database",
 							   "Database the background worker connects to.",
 							   NULL, &fs_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							   0, NULL, NULL, NULL);
 	DefineCustomIntVariable("flashsale.sync_interval",
 							"Time between the background worker's sync passes.",
 							NULL, &fs_sync_interval_s, 60, 1, 86400,
@@ -91,6 +97,7 @@ _PG_init(void)
 
 	MarkGUCPrefixReserved("flashsale");
 	fs_stock_init();
+	fs_redis_locks_init();
 
 	fs_preloaded = process_shared_preload_libraries_in_progress;
 	if (fs_preloaded)

@@ -7,6 +7,7 @@
 #include "postgres.h"
 #include "executor/spi.h"
 #include "storage/lock.h"
+#include "utils/timestamp.h"
 
 /* ---- GUCs (flashsale.c) ---- */
 extern int	fs_lock_timeout_ms;
@@ -42,6 +43,14 @@ extern void fs_shmem_register(void);
 extern Size fs_named_locks_shmem_size(void);
 extern void fs_named_locks_shmem_init(void);
 #define FS_LOCK_NAME_MAX 64
+extern char *fs_lock_name(text *t);
+
+/* ---- Redis locks (redis_locks.c) ---- */
+extern void fs_redis_locks_init(void);
+extern Size fs_redis_locks_shmem_size(void);
+extern void fs_redis_locks_shmem_init(void);
+extern long fs_redis_locks_renew(void);
+extern void fs_worker_wake(void);
 
 typedef struct FsSyncCounts
 {
@@ -63,6 +72,7 @@ extern void fs_sync_all(FsSyncCounts *counts);
 #define ERRCODE_FS_NOT_FOUND			MAKE_SQLSTATE('F','S','0','0','4')
 #define ERRCODE_FS_INSUFFICIENT_STOCK	MAKE_SQLSTATE('F','S','0','1','0')
 #define ERRCODE_FS_UNKNOWN_PRODUCT		MAKE_SQLSTATE('F','S','0','1','1')
+#define ERRCODE_FS_NOT_LOCK_OWNER		MAKE_SQLSTATE('F','S','0','2','0')
 
 /* ---- outcomes and errors (errors.c): one table for status text and SQLSTATE ---- */
 typedef enum FsStatus
@@ -116,7 +126,7 @@ typedef struct FsScript
 {
 	const char *name;
 	const char *body;
-	char		sha[41];		/* SHA1 of body, hex; computed on first use */
+	const char *sha;			/* SHA1 of body, hex: computed at build time */
 } FsScript;
 
 struct redisReply;
@@ -127,6 +137,8 @@ extern struct redisReply *fs_redis_script(FsScript *script, int nkeys, int argc,
 										  const char **argv, const size_t *lens, bool throw);
 extern void fs_redis_free(struct redisReply *reply);
 extern char *fs_redis_address(void);
+extern bool fs_redis_wait_message(const char *channel, TimestampTz deadline);
+extern void fs_redis_unsubscribe(void);
 
 /* the scripts (lua.c) */
 extern FsScript fs_script_decrement;
@@ -135,5 +147,9 @@ extern FsScript fs_script_reload;
 extern FsScript fs_script_info;
 extern FsScript fs_script_settle;
 extern FsScript fs_script_fix;
+extern FsScript fs_script_lock_acquire;
+extern FsScript fs_script_lock_release;
+extern FsScript fs_script_lock_leave;
+extern FsScript fs_script_lock_renew;
 
 #endif							/* FLASHSALE_H */

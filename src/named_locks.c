@@ -114,8 +114,9 @@ remember(uint64 key, const char *name, bool holder)
 
 /* ---- tags ---- */
 
-static uint64
-name_key(text *t, char **name_out)
+/* A lock name as a C string, or an error when empty or too long. */
+char *
+fs_lock_name(text *t)
 {
 	char	   *name = text_to_cstring(t);
 	size_t		len = strlen(name);
@@ -129,8 +130,16 @@ name_key(text *t, char **name_out)
 				(errcode(ERRCODE_NAME_TOO_LONG),
 				 errmsg("lock name is too long"),
 				 errdetail("It is %zu bytes long; the limit is %d.", len, FS_LOCK_NAME_MAX)));
+	return name;
+}
+
+static uint64
+name_key(text *t, char **name_out)
+{
+	char	   *name = fs_lock_name(t);
+
 	*name_out = name;
-	return hash_bytes_extended((const unsigned char *) name, (int) len, 0);
+	return hash_bytes_extended((const unsigned char *) name, (int) strlen(name), 0);
 }
 
 static void

@@ -16,17 +16,26 @@
 #include <sys/socket.h>
 #include <hiredis/hiredis.h>
 
-#include "common/cryptohash.h"
-#include "common/sha1.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "catalog/pg_type.h"
 
-static redisContext *conn = NULL;
-static bool conn_busy = false;	/* a command is out and its reply unread */
-static char *conn_settings = NULL;	/* the settings conn was opened with */
+typedef struct FsConn
+{
+	redisContext *ctx;
+	bool		busy;			/* a command is out and its reply unread */
+	char	   *settings;		/* the settings it was opened with */
+	char	   *channel;		/* subscriber: the channel it listens to */
+} FsConn;
+
+static FsConn cmd_conn;			/* commands and scripts */
+static FsConn sub_conn;			/* SUBSCRIBE, for waiters of Redis locks */
 
 /* Commands handed to a socket so far: lets callers tell "never sent" apart. */
 uint64		fs_redis_sent = 0;
@@ -61,17 +70,20 @@ current_settings(void)
 }
 
 static void
-discard(void)
+discard(FsConn *c)
 {
-	if (conn)
-		redisFree(conn);
-	conn = NULL;
-	conn_busy = false;
+	if (c->ctx)
+		redisFree(c->ctx);
+	c->ctx = NULL;
+	c->busy = false;
+	if (c->channel)
+		pfree(c->channel);
+	c->channel = NULL;
 }
 
 /* Wait until fd is ready for events, the deadline passes (false), or an interrupt. */
 static bool
-wait_socket(int events, TimestampTz deadline)
+wait_socket(FsConn *c, int events, TimestampTz deadline)
 {
 	for (;;)
 	{
@@ -82,11 +94,11 @@ wait_socket(int events, TimestampTz deadline)
 			return false;
 		rc = WaitLatchOrSocket(MyLatch,
 							   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH | events,
-							   conn->fd, ms, PG_WAIT_EXTENSION);
+							   c->ctx->fd, ms, PG_WAIT_EXTENSION);
 		if (rc & WL_LATCH_SET)
 		{
 			ResetLatch(MyLatch);
-			/* a cancel throws here; conn_busy makes the next call reconnect */
+			/* a cancel throws here; busy makes the next call reconnect */
 			CHECK_FOR_INTERRUPTS();
 		}
 		if (rc & events)
@@ -95,61 +107,76 @@ wait_socket(int events, TimestampTz deadline)
 }
 
 /* One command, one reply, by the deadline; NULL and *err on failure. */
+/*
+ * The next reply (or pushed message) by the deadline: NULL with *err on
+ * failure, NULL with *err NULL when the deadline passed and timeout_ok.
+ */
 static redisReply *
-roundtrip(int argc, const char **argv, const size_t *lens, TimestampTz deadline, char **err)
+read_reply(FsConn *c, TimestampTz deadline, bool timeout_ok, char **err)
 {
-	int			done = 0;
 	void	   *reply = NULL;
 
-	if (redisAppendCommandArgv(conn, argc, argv, lens) != REDIS_OK)
+	for (;;)
 	{
-		*err = pstrdup(conn->errstr);
+		if (redisGetReplyFromReader(c->ctx, &reply) != REDIS_OK)
+		{
+			*err = pstrdup(c->ctx->errstr);
+			return NULL;
+		}
+		if (reply)
+			return (redisReply *) reply;
+		if (!wait_socket(c, WL_SOCKET_READABLE, deadline))
+		{
+			*err = timeout_ok ? NULL : pstrdup("timed out waiting for a reply");
+			return NULL;
+		}
+		if (redisBufferRead(c->ctx) != REDIS_OK)
+		{
+			*err = pstrdup(c->ctx->errstr[0] ? c->ctx->errstr : "connection closed");
+			return NULL;
+		}
+	}
+}
+
+/* One command, one reply, by the deadline; NULL and *err on failure. */
+static redisReply *
+roundtrip(FsConn *c, int argc, const char **argv, const size_t *lens, TimestampTz deadline,
+		  char **err)
+{
+	int			done = 0;
+	redisReply *reply;
+
+	if (redisAppendCommandArgv(c->ctx, argc, argv, lens) != REDIS_OK)
+	{
+		*err = pstrdup(c->ctx->errstr);
 		return NULL;
 	}
-	conn_busy = true;
+	c->busy = true;
 	fs_redis_sent++;
 	while (!done)
 	{
-		if (redisBufferWrite(conn, &done) != REDIS_OK)
+		if (redisBufferWrite(c->ctx, &done) != REDIS_OK)
 		{
-			*err = pstrdup(conn->errstr);
+			*err = pstrdup(c->ctx->errstr);
 			return NULL;
 		}
-		if (!done && !wait_socket(WL_SOCKET_WRITEABLE, deadline))
+		if (!done && !wait_socket(c, WL_SOCKET_WRITEABLE, deadline))
 		{
 			*err = pstrdup("timed out sending a command");
 			return NULL;
 		}
 	}
-	for (;;)
-	{
-		if (redisGetReplyFromReader(conn, &reply) != REDIS_OK)
-		{
-			*err = pstrdup(conn->errstr);
-			return NULL;
-		}
-		if (reply)
-			break;
-		if (!wait_socket(WL_SOCKET_READABLE, deadline))
-		{
-			*err = pstrdup("timed out waiting for a reply");
-			return NULL;
-		}
-		if (redisBufferRead(conn) != REDIS_OK)
-		{
-			*err = pstrdup(conn->errstr[0] ? conn->errstr : "connection closed");
-			return NULL;
-		}
-	}
-	conn_busy = false;
-	return (redisReply *) reply;
+	reply = read_reply(c, deadline, false, err);
+	if (reply)
+		c->busy = false;
+	return reply;
 }
 
 /* A command of the connection set-up whose reply must be OK. */
 static bool
-setup_command(int argc, const char **argv, TimestampTz deadline, char **err)
+setup_command(FsConn *c, int argc, const char **argv, TimestampTz deadline, char **err)
 {
-	redisReply *r = roundtrip(argc, argv, NULL, deadline, err);
+	redisReply *r = roundtrip(c, argc, argv, NULL, deadline, err);
 	bool		ok = r && r->type != REDIS_REPLY_ERROR;
 
 	if (r && !ok)
@@ -160,31 +187,31 @@ setup_command(int argc, const char **argv, TimestampTz deadline, char **err)
 }
 
 static bool
-connect_redis(char **err)
+connect_redis(FsConn *c, char **err)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   fs_redis_connect_timeout_ms);
 	int			soerr = 0;
 	socklen_t	len = sizeof(soerr);
 
-	discard();
-	conn = redisConnectNonBlock(fs_redis_host, fs_redis_port);
-	if (conn == NULL)
+	discard(c);
+	c->ctx = redisConnectNonBlock(fs_redis_host, fs_redis_port);
+	if (c->ctx == NULL)
 	{
 		*err = pstrdup("out of memory");
 		return false;
 	}
-	if (conn->err)
+	if (c->ctx->err)
 	{
-		*err = pstrdup(conn->errstr);
+		*err = pstrdup(c->ctx->errstr);
 		return false;
 	}
-	if (!wait_socket(WL_SOCKET_WRITEABLE, deadline))
+	if (!wait_socket(c, WL_SOCKET_WRITEABLE, deadline))
 	{
 		*err = psprintf("timed out connecting after %d ms", fs_redis_connect_timeout_ms);
 		return false;
 	}
-	if (getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0)
+	if (getsockopt(c->ctx->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0)
 	{
 		*err = pstrdup(strerror(soerr ? soerr : errno));
 		return false;
@@ -193,7 +220,7 @@ connect_redis(char **err)
 	{
 		const char *auth[] = {"AUTH", fs_redis_password};
 
-		if (!setup_command(2, auth, deadline, err))
+		if (!setup_command(c, 2, auth, deadline, err))
 			return false;
 	}
 	if (fs_redis_database != 0)
@@ -202,21 +229,21 @@ connect_redis(char **err)
 		const char *sel[] = {"SELECT", db};
 
 		snprintf(db, sizeof(db), "%d", fs_redis_database);
-		if (!setup_command(2, sel, deadline, err))
+		if (!setup_command(c, 2, sel, deadline, err))
 			return false;
 	}
-	if (conn_settings)
-		pfree(conn_settings);
-	conn_settings = MemoryContextStrdup(TopMemoryContext, current_settings());
+	if (c->settings)
+		pfree(c->settings);
+	c->settings = MemoryContextStrdup(TopMemoryContext, current_settings());
 	return true;
 }
 
 static redisReply *
-fail(bool throw, bool connecting, const char *err)
+fail(FsConn *c, bool throw, bool connecting, const char *err)
 {
 	char	   *address = fs_redis_address();
 
-	discard();
+	discard(c);
 	if (throw)
 		ereport(ERROR,
 				(errcode(connecting ? ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
@@ -234,12 +261,22 @@ fail(bool throw, bool connecting, const char *err)
  * unexpected bytes waiting is out of step.  Either is reopened before use.
  */
 static bool
-idle_conn_broken(void)
+idle_conn_broken(FsConn *c)
 {
-	char		c;
-	ssize_t		n = recv(conn->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	char		byte;
+	ssize_t		n = recv(c->ctx->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
 
 	return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/* Reuse the open connection if it is sound, else (re)connect. */
+static bool
+ensure_connected(FsConn *c, char **err)
+{
+	if (c->ctx && (c->busy || idle_conn_broken(c) ||
+				   strcmp(c->settings, current_settings()) != 0))
+		discard(c);
+	return c->ctx != NULL || connect_redis(c, err);
 }
 
 /*
@@ -252,17 +289,13 @@ fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
 	char	   *err = NULL;
 	redisReply *reply;
 
-	if (conn && (conn_busy || idle_conn_broken() ||
-				 strcmp(conn_settings, current_settings()) != 0))
-		discard();
-	if (conn == NULL && !connect_redis(&err))
-		return fail(throw, true, err);
-
-	reply = roundtrip(argc, argv, lens,
+	if (!ensure_connected(&cmd_conn, &err))
+		return fail(&cmd_conn, throw, true, err);
+	reply = roundtrip(&cmd_conn, argc, argv, lens,
 					  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), call_timeout_ms()),
 					  &err);
 	if (reply == NULL)
-		return fail(throw, false, err);
+		return fail(&cmd_conn, throw, false, err);
 	return reply;
 }
 
@@ -273,24 +306,11 @@ fs_redis_free(redisReply *reply)
 		freeReplyObject(reply);
 }
 
-static void
-script_sha(FsScript *script)
-{
-	uint8		digest[SHA1_DIGEST_LENGTH];
-	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA1);
-
-	if (ctx == NULL || pg_cryptohash_init(ctx) < 0 ||
-		pg_cryptohash_update(ctx, (const uint8 *) script->body, strlen(script->body)) < 0 ||
-		pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
-		elog(ERROR, "flashsale: could not hash Lua script %s", script->name);
-	pg_cryptohash_free(ctx);
-	for (int i = 0; i < SHA1_DIGEST_LENGTH; i++)
-		snprintf(script->sha + 2 * i, 3, "%02x", digest[i]);
-}
-
 /*
  * Run a Lua script with EVALSHA (one round trip); a Redis that does not know
  * it (restarted, SCRIPT FLUSH) gets it with SCRIPT LOAD, then EVALSHA again.
+ * The SHA is computed at build time: no hashing here, so this also works
+ * outside a transaction (the worker's watchdog).
  * argv/lens: nkeys keys then the arguments, argc in all.
  */
 redisReply *
@@ -302,8 +322,6 @@ fs_redis_script(FsScript *script, int nkeys, int argc, const char **argv,
 	char		nk[16];
 	redisReply *reply;
 
-	if (script->sha[0] == '\0')
-		script_sha(script);
 	snprintf(nk, sizeof(nk), "%d", nkeys);
 	av[0] = "EVALSHA";
 	av[1] = script->sha;
@@ -341,4 +359,107 @@ fs_redis_script(FsScript *script, int nkeys, int argc, const char **argv,
 		return NULL;
 	}
 	return reply;
+}
+
+/*
+ * Wait until a message is published on channel, or the deadline: true when
+ * one came.  Listens on a second connection of its own (SUBSCRIBE), so the
+ * command connection stays usable; interruptible like every call.
+ */
+bool
+fs_redis_wait_message(const char *channel, TimestampTz deadline)
+{
+	char	   *err = NULL;
+	redisReply *r;
+
+	if (sub_conn.ctx && sub_conn.channel && strcmp(sub_conn.channel, channel) != 0)
+		discard(&sub_conn);
+	if (sub_conn.ctx == NULL || sub_conn.channel == NULL || sub_conn.busy ||
+		strcmp(sub_conn.settings, current_settings()) != 0)
+	{
+		const char *argv[] = {"SUBSCRIBE", channel};
+
+		if (!connect_redis(&sub_conn, &err))
+			return fail(&sub_conn, true, true, err) != NULL;
+		r = roundtrip(&sub_conn, 2, argv, NULL,
+					  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), fs_redis_timeout_ms), &err);
+		if (r == NULL)
+			return fail(&sub_conn, true, false, err) != NULL;
+		freeReplyObject(r);
+		sub_conn.channel = MemoryContextStrdup(TopMemoryContext, channel);
+	}
+	sub_conn.busy = true;		/* an interrupt mid-read leaves it unusable */
+	r = read_reply(&sub_conn, deadline, true, &err);
+	if (r == NULL && err != NULL)
+		return fail(&sub_conn, true, false, err) != NULL;
+	sub_conn.busy = false;
+	if (r)
+		freeReplyObject(r);
+	return r != NULL;
+}
+
+/* Stop listening: close the subscriber connection. */
+void
+fs_redis_unsubscribe(void)
+{
+	discard(&sub_conn);
+}
+
+PG_FUNCTION_INFO_V1(fs_redis_call);
+
+/* redis_call(VARIADIC args): one command; a scalar reply as text (nil: NULL). */
+Datum
+fs_redis_call(PG_FUNCTION_ARGS)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	const char **argv;
+	redisReply *r;
+	text	   *result = NULL;
+
+	fs_require_arg(fcinfo, 0, "args");
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("a Redis command needs at least its name")));
+	argv = palloc(sizeof(char *) * n);
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+							errmsg("Redis command arguments must not be null")));
+		argv[i] = TextDatumGetCString(elems[i]);
+	}
+	r = fs_redis_command(n, argv, NULL, true);
+	switch (r->type)
+	{
+		case REDIS_REPLY_STRING:
+		case REDIS_REPLY_STATUS:
+			result = cstring_to_text_with_len(r->str, r->len);
+			break;
+		case REDIS_REPLY_INTEGER:
+			result = cstring_to_text(psprintf("%lld", (long long) r->integer));
+			break;
+		case REDIS_REPLY_NIL:
+			break;
+		case REDIS_REPLY_ERROR:
+			{
+				char	   *msg = pstrdup(r->str);
+
+				fs_redis_free(r);
+				ereport(ERROR, (errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+								errmsg("Redis: %s", msg)));
+			}
+			break;
+		default:
+			fs_redis_free(r);
+			ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+							errmsg("redis_call returns scalar replies only")));
+	}
+	fs_redis_free(r);
+	if (result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(result);
 }

@@ -1,6 +1,6 @@
 /*
  * shmem.c: flashsale's shared memory (only when preloaded): the worker's
- * state and the registry of lock names.
+ * state, the registry of lock names and the registry of Redis locks.
  */
 #include "flashsale.h"
 
@@ -17,8 +17,10 @@ fs_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(fs_worker_shmem_size(), fs_named_locks_shmem_size()));
-	RequestNamedLWLockTranche("flashsale", 1);
+	RequestAddinShmemSpace(add_size(add_size(fs_worker_shmem_size(), fs_named_locks_shmem_size()),
+									fs_redis_locks_shmem_size()));
+	/* one for the lock names, one for the Redis locks */
+	RequestNamedLWLockTranche("flashsale", 2);
 }
 
 static void
@@ -29,6 +31,7 @@ fs_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	fs_worker_shmem_init();
 	fs_named_locks_shmem_init();
+	fs_redis_locks_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -51,6 +51,7 @@ typedef struct FsWorkerState
 	FsSyncCounts last;			/* the last completed pass */
 	FsSyncCounts total;			/* since the worker started */
 	bool		redis_ok;
+	bool		sync_requested; /* by sync_now() */
 	TimestampTz last_error_at;
 	char		last_error[256];
 } FsWorkerState;
@@ -192,11 +193,26 @@ run_pass(bool *logged_outage)
 	return redis_ok;
 }
 
+/* Was a pass asked for with sync_now()?  Clears the request. */
+static bool
+sync_requested_flag(void)
+{
+	bool		requested;
+
+	SpinLockAcquire(&state->mutex);
+	requested = state->sync_requested;
+	state->sync_requested = false;
+	SpinLockRelease(&state->mutex);
+	return requested;
+}
+
 void
 fs_worker_main(Datum arg)
 {
 	bool		logged_outage = false;
 	long		backoff_ms = 0;
+	TimestampTz next_pass = 0;
+	bool		sync_requested = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -212,28 +228,46 @@ fs_worker_main(Datum arg)
 
 	for (;;)
 	{
+		TimestampTz now = GetCurrentTimestamp();
 		long		wait_ms;
+		long		renew_ms;
 
-		if (run_pass(&logged_outage))
+		if (now >= next_pass || sync_requested)
 		{
-			backoff_ms = 0;
-			wait_ms = fs_sync_interval_s * 1000L;
-		}
-		else
-		{
-			backoff_ms = backoff_ms ? Min(backoff_ms * 2, fs_sync_interval_s * 1000L) : 1000;
-			wait_ms = backoff_ms;
+			sync_requested = false;
+			if (run_pass(&logged_outage))
+			{
+				backoff_ms = 0;
+				wait_ms = fs_sync_interval_s * 1000L;
+			}
+			else
+			{
+				backoff_ms = backoff_ms ? Min(backoff_ms * 2, fs_sync_interval_s * 1000L) : 1000;
+				wait_ms = backoff_ms;
+			}
+			next_pass = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
 		}
 
+		/* the watchdog: renew the leases of Redis locks held by live backends */
+		renew_ms = fs_redis_locks_renew();
+
+		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_pass);
+		if (renew_ms >= 0)
+			wait_ms = Min(wait_ms, renew_ms);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms, PG_WAIT_EXTENSION);
+						 Max(wait_ms, 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* a new interval applies from now */
+			next_pass = Min(next_pass, TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																  fs_sync_interval_s * 1000L));
 		}
+		if (sync_requested_flag())
+			sync_requested = true;
 	}
 }
 
@@ -251,6 +285,17 @@ worker_pid(void)
 	return pid;
 }
 
+/* Set the worker's latch (it re-plans its waits); nothing if it is not running. */
+void
+fs_worker_wake(void)
+{
+	pid_t		pid = worker_pid();
+	PGPROC	   *proc = pid ? BackendPidGetProc(pid) : NULL;
+
+	if (proc)
+		SetLatch(&proc->procLatch);
+}
+
 /* sync_now(): wake the worker for a pass at once; false if it is not running. */
 Datum
 fs_sync_now(PG_FUNCTION_ARGS)
@@ -266,6 +311,9 @@ fs_sync_now(PG_FUNCTION_ARGS)
 						 : "Add flashsale to shared_preload_libraries.")));
 		PG_RETURN_BOOL(false);
 	}
+	SpinLockAcquire(&state->mutex);
+	state->sync_requested = true;
+	SpinLockRelease(&state->mutex);
 	SetLatch(&proc->procLatch);
 	PG_RETURN_BOOL(true);
 }
