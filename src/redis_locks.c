@@ -186,6 +186,8 @@ static HeldLock *
 held_entry(const char *name, bool create)
 {
 	char		key[FS_LOCK_NAME_MAX + 1] = {0};
+	HeldLock   *h;
+	bool		found;
 
 	if (held == NULL)
 	{
@@ -198,7 +200,15 @@ held_entry(const char *name, bool create)
 		held = hash_create("flashsale redis locks", 16, &ctl, HASH_ELEM | HASH_STRINGS);
 	}
 	strlcpy(key, name, sizeof(key));
-	return hash_search(held, key, create ? HASH_ENTER : HASH_FIND, NULL);
+	h = hash_search(held, key, create ? HASH_ENTER : HASH_FIND, &found);
+	if (h && !found)
+	{
+		h->xact_count = 0;
+		h->session_count = 0;
+		h->lease_ms = 0;
+		h->token = 0;
+	}
+	return h;
 }
 
 /* Give up count acquisitions in Redis: acquisitions left, or -1 (not the owner). */
@@ -430,11 +440,6 @@ acquire(FunctionCallInfo fcinfo, bool session)
 		PG_RETURN_NULL();
 
 	h = held_entry(name, true);
-	if (h->xact_count + h->session_count == 0)
-	{
-		h->xact_count = 0;
-		h->session_count = 0;
-	}
 	if (session)
 		h->session_count++;
 	else
