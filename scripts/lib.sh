@@ -12,6 +12,9 @@
 #   fs_redis_stop DIR         stop it by the pid in DIR/redis.pid
 #   fs_redis PORT ARGS...     redis-cli against it
 #   fs_tps PORT CLIENTS SECONDS SCRIPT   pgbench (prepared, -j 2) for SECONDS: prints tps
+#   fs_stack_start [conf lines...]  a Redis and a PostgreSQL pointed at it, flashsale created:
+#                     sets dir, port (PostgreSQL) and rport (Redis)
+#   fs_check NAME ACTUAL EXPECTED   prints ok:/FAIL:, a FAIL sets fail=1
 # Everything started through these is stopped by fs_cleanup (an EXIT trap).
 
 set -euo pipefail
@@ -157,6 +160,25 @@ fs_redis() {
 fs_tps() {
     fs_as_pg pgbench -n -M prepared -h 127.0.0.1 -p "$1" -U postgres -c "$2" -j 2 -T "$3" \
         -f "$4" postgres 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}'
+}
+
+fs_stack_start() {
+    dir=$(fs_tmpdir)
+    port=$(fs_free_port)
+    rport=$(fs_free_port)
+    fs_redis_start "$dir/redis" "$rport"
+    fs_pg_start "$dir/data" "$port" "flashsale.redis_port = $rport" "$@"
+    fs_psql "$port" "CREATE EXTENSION flashsale" >/dev/null
+}
+
+fail=0
+fs_check() {
+    if [ "$2" = "$3" ]; then
+        echo "ok: $1 = $2"
+    else
+        echo "FAIL: $1 = $2, expected $3"
+        fail=1
+    fi
 }
 
 fs_cleanup() {

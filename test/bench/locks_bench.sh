@@ -11,12 +11,7 @@ source "$(dirname "$0")/../../scripts/lib.sh"
 
 SECS=${1:-15}
 CLIENTS=16
-dir=$(fs_tmpdir)
-port=$(fs_free_port)
-rport=$(fs_free_port)
-fs_redis_start "$dir/redis" "$rport"
-fs_pg_start "$dir/data" "$port" "flashsale.redis_port = $rport"
-fs_psql "$port" "CREATE EXTENSION flashsale" >/dev/null
+fs_stack_start
 fs_psql "$port" "$(cat <<'SQL'
 CREATE FUNCTION public.spin_lock(k text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN

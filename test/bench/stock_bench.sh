@@ -9,13 +9,8 @@
 source "$(dirname "$0")/../../scripts/lib.sh"
 
 SECS=${1:-15}
-dir=$(fs_tmpdir)
-port=$(fs_free_port)
-rport=$(fs_free_port)
-fs_redis_start "$dir/redis" "$rport"
-fs_pg_start "$dir/data" "$port" "flashsale.redis_port = $rport"
+fs_stack_start
 
-fs_psql "$port" "CREATE EXTENSION flashsale" >/dev/null
 fs_psql "$port" "$(cat <<'SQL'
 CREATE SCHEMA bench;
 CREATE TABLE bench.stock (product_id bigint PRIMARY KEY, qty bigint NOT NULL);

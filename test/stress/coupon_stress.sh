@@ -49,28 +49,19 @@ bench() { # coupon pool extra-scripts...
     if echo "$out" | grep -q 'number of failed transactions: [1-9]'; then echo "$out"; return 1; fi
 }
 
-fail=0
-check() { # name actual expected
-    if [ "$2" = "$3" ]; then
-        echo "ok: $1 = $2"
-    else
-        echo "FAIL: $1 = $2, expected $3"
-        fail=1
-    fi
-}
 
 invariants() { # coupon cap limit
     local c=$1
-    check "coupon $c rows" "$(fs_psql "$port" "SELECT count(*) FROM flashsale.member_coupon WHERE coupon_id = $c")" "$2"
-    check "coupon $c stripes' issued" "$(fs_psql "$port" "SELECT sum(issued) FROM flashsale.coupon_stripe WHERE coupon_id = $c")" "$2"
-    check "coupon $c rows per stripe match its counter" "$(fs_psql "$port" "
+    fs_check "coupon $c rows" "$(fs_psql "$port" "SELECT count(*) FROM flashsale.member_coupon WHERE coupon_id = $c")" "$2"
+    fs_check "coupon $c stripes' issued" "$(fs_psql "$port" "SELECT sum(issued) FROM flashsale.coupon_stripe WHERE coupon_id = $c")" "$2"
+    fs_check "coupon $c rows per stripe match its counter" "$(fs_psql "$port" "
         SELECT count(*) FROM flashsale.coupon_stripe s
         WHERE coupon_id = $c AND issued <> (SELECT count(*) FROM flashsale.member_coupon m
                                             WHERE m.coupon_id = s.coupon_id AND m.stripe = s.stripe)")" 0
-    check "coupon $c members above the limit $3" "$(fs_psql "$port" "
+    fs_check "coupon $c members above the limit $3" "$(fs_psql "$port" "
         SELECT count(*) FROM (SELECT member_id FROM flashsale.member_coupon WHERE coupon_id = $c
                               GROUP BY member_id HAVING count(*) > $3) x")" 0
-    check "coupon $c duplicate (member, seq)" "$(fs_psql "$port" "
+    fs_check "coupon $c duplicate (member, seq)" "$(fs_psql "$port" "
         SELECT count(*) - count(DISTINCT (member_id, seq)) FROM flashsale.member_coupon WHERE coupon_id = $c")" 0
 }
 
@@ -84,6 +75,6 @@ bench 2 100 -f "$dir/issue.sql@8" -f "$dir/issue_rollback.sql@1" -f "$dir/cancel
 fs_psql "$port" "SELECT count(*) FROM generate_series(1, 100) m, generate_series(1, 3) k
                  WHERE flashsale.try_issue_coupon(m, 2) = 'issued'" >/dev/null
 invariants 2 250 3
-check "coupon 2 status after filling" "$(fs_psql "$port" "SELECT flashsale.try_issue_coupon(1000, 2)")" sold_out
+fs_check "coupon 2 status after filling" "$(fs_psql "$port" "SELECT flashsale.try_issue_coupon(1000, 2)")" sold_out
 
 exit $fail

@@ -18,12 +18,7 @@
 source "$(dirname "$0")/../../scripts/lib.sh"
 
 STOCK=100
-dir=$(fs_tmpdir)
-port=$(fs_free_port)
-rport=$(fs_free_port)
-fs_redis_start "$dir/redis" "$rport"
-fs_pg_start "$dir/data" "$port" "flashsale.redis_port = $rport"
-fs_psql "$port" "CREATE EXTENSION flashsale" >/dev/null
+fs_stack_start
 fs_psql "$port" "SELECT flashsale.set_stock(1, $STOCK)" >/dev/null
 
 # attempt(step, query): run the query in a subtransaction, record the outcome,
@@ -60,16 +55,7 @@ BEGIN
 END
 \$\$;" >/dev/null
 
-fail=0
 expected=$STOCK   # set quantity - successful decrements
-check() { # name actual expected
-    if [ "$2" = "$3" ]; then
-        echo "ok: $1 = $2"
-    else
-        echo "FAIL: $1 = $2, expected $3"
-        fail=1
-    fi
-}
 check_true() { # name condition-description bash-test...
     local name=$1 desc=$2
     shift 2
@@ -109,7 +95,7 @@ expect_08() { # name pgoptions sql address max_ms
 decrement_ok() { # name [pgoptions]
     top "${2:-}" "SELECT flashsale.decrement_stock(1)"
     if [ "$STATE" = ok ]; then expected=$((expected - 1)); fi
-    check "$1: decrement_stock(1)" "$OUT" "$expected"
+    fs_check "$1: decrement_stock(1)" "$OUT" "$expected"
 }
 
 # units left three ways, nothing in flight, ledger == decrements
@@ -118,11 +104,11 @@ exact() { # label
     level=$(fs_psql "$port" "SELECT flashsale.stock_level(1)")
     IFS='|' read -r db redis inflight <<< "$(fs_psql "$port" "
         SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = 1")"
-    check "$1: stock_level(1)" "$level" "$expected"
-    check "$1: db_left" "$db" "$expected"
-    check "$1: redis_left" "$redis" "$expected"
-    check "$1: reserved_in_flight" "$inflight" 0
-    check "$1: ledger units" "$(fs_psql "$port" "SELECT coalesce(sum(quantity), 0) FROM flashsale.stock_ledger")" \
+    fs_check "$1: stock_level(1)" "$level" "$expected"
+    fs_check "$1: db_left" "$db" "$expected"
+    fs_check "$1: redis_left" "$redis" "$expected"
+    fs_check "$1: reserved_in_flight" "$inflight" 0
+    fs_check "$1: ledger units" "$(fs_psql "$port" "SELECT coalesce(sum(quantity), 0) FROM flashsale.stock_ledger")" \
         "$((STOCK - expected))"
 }
 
@@ -138,7 +124,7 @@ fs_redis_stop "$dir/redis"
 expect_08 "stopped: decrement_stock" "$CT" "SELECT flashsale.decrement_stock(1)" "127.0.0.1:$rport" 2000
 expect_08 "stopped: try_decrement_stock" "$CT" "SELECT flashsale.try_decrement_stock(1)" "127.0.0.1:$rport" 2000
 expect_08 "stopped: stock_level" "$CT" "SELECT flashsale.stock_level(1)" "127.0.0.1:$rport" 2000
-check "stopped: ledger rows" "$(fs_psql "$port" "SELECT count(*) FROM flashsale.stock_ledger")" "$((STOCK - expected))"
+fs_check "stopped: ledger rows" "$(fs_psql "$port" "SELECT count(*) FROM flashsale.stock_ledger")" "$((STOCK - expected))"
 
 echo "-- a port that never completes a connection (full accept queue)"
 bport=$(fs_free_port)
@@ -163,7 +149,7 @@ wait "$blackhole" 2>/dev/null || true
 
 echo "-- Redis restarted on the same port, empty"
 fs_redis_start "$dir/redis" "$rport"
-check "restarted: keys in Redis" "$(fs_redis "$rport" DBSIZE)" 0
+fs_check "restarted: keys in Redis" "$(fs_redis "$rport" DBSIZE)" 0
 decrement_ok "restarted"
 exact "restarted"
 
@@ -222,10 +208,10 @@ done
 src=0
 wait "$session" || src=$?
 sed 's/^/   | /' "$dir/session.out"
-check "session: psql exit status" "$src" 0
+fs_check "session: psql exit status" "$src" 0
 step() { fs_psql "$port" "SELECT $2 FROM attempts WHERE step = '$1'"; }
-check "session: one backend throughout" "$(fs_psql "$port" "SELECT count(DISTINCT pid) FROM attempts")" 1
-check "session: 1 up" "$(step '1 up' "coalesce(sqlstate, result::text)")" "$((expected - 1))"
+fs_check "session: one backend throughout" "$(fs_psql "$port" "SELECT count(DISTINCT pid) FROM attempts")" 1
+fs_check "session: 1 up" "$(step '1 up' "coalesce(sqlstate, result::text)")" "$((expected - 1))"
 for s in '2 down' '3 down, try_'; do
     check_true "session: $s fails with class 08" "$(step "$s" "sqlstate || ' ' || message")" \
         eval "[[ \$(step '$s' sqlstate) == 08* ]]"
@@ -235,13 +221,13 @@ for s in '2 down' '3 down, try_'; do
 done
 check_true "session: top-level decrement while down fails with class 08" \
     "$(grep -m1 'ERROR' "$dir/session.out")" grep -qE 'ERROR:  08[0-9A-Z]{3}: ' "$dir/session.out"
-check "session: 4 back" "$(step '4 back' "coalesce(sqlstate, result::text)")" "$((expected - 2))"
-check "session: 5 back" "$(step '5 back, again' "coalesce(sqlstate, result::text)")" "$((expected - 3))"
-check "session: 6 after a restart while idle" \
+fs_check "session: 4 back" "$(step '4 back' "coalesce(sqlstate, result::text)")" "$((expected - 2))"
+fs_check "session: 5 back" "$(step '5 back, again' "coalesce(sqlstate, result::text)")" "$((expected - 3))"
+fs_check "session: 6 after a restart while idle" \
     "$(step '6 after a restart while idle' "coalesce(sqlstate || ' ' || message, result::text)")" "$((expected - 4))"
 r7=$(step '7 after a restart while idle, again' "coalesce(sqlstate || ' ' || message, result::text)")
 expected=$(( expected - $(fs_psql "$port" "SELECT count(result) FROM attempts") ))
-check "session: 7 after a restart while idle, again" "$r7" "$expected"
+fs_check "session: 7 after a restart while idle, again" "$r7" "$expected"
 exact "session"
 
 echo "-- Redis hung (flashsale.redis_timeout = 300)"
@@ -283,7 +269,7 @@ for how in pause stop; do
     # restarted again (so what the case above left behind is gone), and a
     # rollback first: it gives back, and loads the give-back script
     restart_redis
-    check "hung ($how): rolled-back decrement" "$(fs_psql "$port" "
+    fs_check "hung ($how): rolled-back decrement" "$(fs_psql "$port" "
         BEGIN; SELECT flashsale.decrement_stock(1) IS NOT NULL; ROLLBACK" | grep -vx -e BEGIN -e ROLLBACK)" t
     exact "hung ($how), after a rollback"
     hung_top "hung ($how), give-back script loaded" "$how"
@@ -307,7 +293,7 @@ hang stop
 top "-c flashsale.redis_timeout=10000 -c flashsale.redis_connect_timeout=300 -c statement_timeout=400" \
     "SELECT flashsale.decrement_stock(1)"
 echo "   statement_timeout: $(grep -m1 '^ERROR' <<< "$OUT") (${MS} ms)"
-check "statement_timeout: SQLSTATE" "$STATE" 57014
+fs_check "statement_timeout: SQLSTATE" "$STATE" 57014
 check_true "statement_timeout: ends within 1500 ms" "${MS} ms" test "$MS" -lt 1500
 await_unhung
 exact "statement_timeout, after the hang"

@@ -13,12 +13,7 @@ CLIENTS=${CLIENTS:-64}
 TXNS=${TXNS:-320}        # per client: 64 x 320 = 20,480 attempts
 STOCK1=${STOCK1:-2000}   # the hot product
 STOCK2=${STOCK2:-3000}
-dir=$(fs_tmpdir)
-port=$(fs_free_port)
-rport=$(fs_free_port)
-fs_redis_start "$dir/redis" "$rport"
-fs_pg_start "$dir/data" "$port" "flashsale.redis_port = $rport"
-fs_psql "$port" "CREATE EXTENSION flashsale" >/dev/null
+fs_stack_start
 fs_psql "$port" "SELECT flashsale.set_stock(1, $STOCK1), flashsale.set_stock(2, $STOCK2)" >/dev/null
 
 # An order row exists iff its decrement succeeded in a committed transaction;
@@ -81,15 +76,6 @@ COMMIT;
 SQL
 chmod 644 "$dir"/*.sql
 
-fail=0
-check() { # name actual expected
-    if [ "$2" = "$3" ]; then
-        echo "ok: $1 = $2"
-    else
-        echo "FAIL: $1 = $2, expected $3"
-        fail=1
-    fi
-}
 
 total=$((CLIENTS * TXNS))
 echo "-- stock: product 1 = $STOCK1, product 2 = $STOCK2; $CLIENTS clients x $TXNS attempts, FLUSHALL twice mid-sale"
@@ -121,12 +107,12 @@ wait "$bench" || rc=$?
 elapsed=$(awk "BEGIN { print $EPOCHREALTIME - $start }")
 grep -E '^(number of transactions actually processed|number of failed|tps)' "$dir/pgbench.out" | sed 's/^/   /'
 printf '   pgbench ran %.1f s\n' "$elapsed"
-check "pgbench exit status" "$rc" 0
-check "pgbench transactions processed" \
+fs_check "pgbench exit status" "$rc" 0
+fs_check "pgbench transactions processed" \
     "$(sed -n 's/^number of transactions actually processed: \([0-9/]*\).*/\1/p' "$dir/pgbench.out")" "$total/$total"
-check "pgbench failed transactions" \
+fs_check "pgbench failed transactions" \
     "$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$dir/pgbench.out")" 0
-check "FLUSHALLs while selling" "$flushes" 2
+fs_check "FLUSHALLs while selling" "$flushes" 2
 [ "$rc" = 0 ] || cat "$dir/pgbench.out"
 
 invariants() { # product initial
@@ -138,33 +124,33 @@ invariants() { # product initial
         SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = $p")"
     ledger=$(fs_psql "$port" "SELECT coalesce(sum(quantity), 0) FROM flashsale.stock_ledger WHERE product_id = $p")
     echo "   product $p: initial $initial, ordered $ordered, left $level"
-    check "product $p orders + stock_level" "$((ordered + level))" "$initial"
-    check "product $p db_left" "$db" "$level"
-    check "product $p redis_left" "$redis" "$level"
-    check "product $p reserved_in_flight" "$inflight" 0
-    check "product $p ledger sum" "$ledger" "$ordered"
-    check "product $p sold out (left)" "$level" 0
+    fs_check "product $p orders + stock_level" "$((ordered + level))" "$initial"
+    fs_check "product $p db_left" "$db" "$level"
+    fs_check "product $p redis_left" "$redis" "$level"
+    fs_check "product $p reserved_in_flight" "$inflight" 0
+    fs_check "product $p ledger sum" "$ledger" "$ordered"
+    fs_check "product $p sold out (left)" "$level" 0
 }
 invariants 1 "$STOCK1"
 invariants 2 "$STOCK2"
 
 # Per committed transaction and product, the ledger holds what its orders say.
-check "(transaction, product) where ledger <> orders" "$(fs_psql "$port" "
+fs_check "(transaction, product) where ledger <> orders" "$(fs_psql "$port" "
     SELECT count(*) FROM
         (SELECT xid, product_id, sum(quantity) AS n FROM flashsale.stock_ledger GROUP BY 1, 2) l
         FULL JOIN (SELECT xid, product_id, sum(qty) AS n FROM orders GROUP BY 1, 2) o
         USING (xid, product_id)
     WHERE l.n IS DISTINCT FROM o.n")" 0
-check "ledger rows with quantity <= 0" \
+fs_check "ledger rows with quantity <= 0" \
     "$(fs_psql "$port" "SELECT count(*) FROM flashsale.stock_ledger WHERE quantity <= 0")" 0
 echo "   units ordered by kind: $(fs_psql "$port" "
     SELECT string_agg(format('%s %s', kind, n), ', ' ORDER BY kind)
     FROM (SELECT kind, sum(qty) AS n FROM orders GROUP BY kind) k")"
-check "orders of the kinds that must not commit" \
+fs_check "orders of the kinds that must not commit" \
     "$(fs_psql "$port" "SELECT count(*) FROM orders WHERE kind IN ('rolled back', 'savepoint rolled back')")" 0
-check "kinds of order that committed" \
+fs_check "kinds of order that committed" \
     "$(fs_psql "$port" "SELECT string_agg(DISTINCT kind, ',' ORDER BY kind) FROM orders")" "multi,plain,savepoint"
-check "sold out: try_decrement_stock(1) is NULL" \
+fs_check "sold out: try_decrement_stock(1) is NULL" \
     "$(fs_psql "$port" "SELECT flashsale.try_decrement_stock(1) IS NULL")" t
 
 exit $fail
