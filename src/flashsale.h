@@ -139,6 +139,7 @@ extern void fs_redis_free(struct redisReply *reply);
 extern char *fs_redis_address(void);
 extern bool fs_redis_wait_message(const char *channel, TimestampTz deadline);
 extern void fs_redis_unsubscribe(void);
+extern struct redisReply *fs_redis_late_reply(void);
 
 /* the scripts (lua.c) */
 extern FsScript fs_script_decrement;
@@ -151,5 +152,6 @@ extern FsScript fs_script_lock_acquire;
 extern FsScript fs_script_lock_release;
 extern FsScript fs_script_lock_leave;
 extern FsScript fs_script_lock_renew;
+extern FsScript fs_script_lock_trim;
 
 #endif							/* FLASHSALE_H */

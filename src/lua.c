@@ -16,3 +16,4 @@ FsScript	fs_script_lock_acquire = {"lock_acquire", fs_lua_lock_acquire, fs_lua_l
 FsScript	fs_script_lock_release = {"lock_release", fs_lua_lock_release, fs_lua_lock_release_sha};
 FsScript	fs_script_lock_leave = {"lock_leave", fs_lua_lock_leave, fs_lua_lock_leave_sha};
 FsScript	fs_script_lock_renew = {"lock_renew", fs_lua_lock_renew, fs_lua_lock_renew_sha};
+FsScript	fs_script_lock_trim = {"lock_trim", fs_lua_lock_trim, fs_lua_lock_trim_sha};

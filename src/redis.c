@@ -398,6 +398,33 @@ fs_redis_wait_message(const char *channel, TimestampTz deadline)
 	return r != NULL;
 }
 
+/*
+ * For clean-up after an interrupted call: the reply of the command that was
+ * in flight on the command connection, waited for as long as a clean-up
+ * call may take, on that same connection (so nothing sent later can
+ * overtake it).  NULL when none was in flight or it did not come in time
+ * (the connection is then dropped).
+ */
+redisReply *
+fs_redis_late_reply(void)
+{
+	char	   *err = NULL;
+	redisReply *r;
+
+	if (cmd_conn.ctx == NULL || !cmd_conn.busy)
+		return NULL;
+	r = read_reply(&cmd_conn,
+				   TimestampTzPlusMilliseconds(GetCurrentTimestamp(), call_timeout_ms()),
+				   false, &err);
+	if (r == NULL)
+	{
+		discard(&cmd_conn);
+		return NULL;
+	}
+	cmd_conn.busy = false;
+	return r;
+}
+
 /* Stop listening: close the subscriber connection. */
 void
 fs_redis_unsubscribe(void)

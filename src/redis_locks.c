@@ -107,14 +107,17 @@ owner_id(void)
 	return owner;
 }
 
-/* Record this backend's state for name (SLOT_FREE removes it). */
-static void
+/*
+ * Record this backend's state for name (SLOT_FREE removes it).  Returns false
+ * when the registry is full.
+ */
+static bool
 publish_state(const char *name, SlotState state, int64 lease_ms, int64 token)
 {
 	int			slot = -1;
 
 	if (registry == NULL)
-		return;
+		return true;
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < FS_REDIS_LOCKS && slot < 0; i++)
 		if (registry->slots[i].state != SLOT_FREE && registry->slots[i].pid == MyProcPid &&
@@ -147,6 +150,7 @@ publish_state(const char *name, SlotState state, int64 lease_ms, int64 token)
 	LWLockRelease(registry->lock);
 	if (state == SLOT_HELD)
 		fs_worker_wake();		/* it may have to renew sooner than it planned */
+	return slot >= 0 || state == SLOT_FREE;
 }
 
 /* ---- keys ---- */
@@ -177,10 +181,12 @@ typedef struct HeldLock
 	int			session_count;	/* released by redis_unlock or at exit */
 	int64		lease_ms;
 	int64		token;
+	char		prefix[64];		/* flashsale.key_prefix when acquired */
 } HeldLock;
 
 static HTAB *held = NULL;
 static char waiting_for[FS_LOCK_NAME_MAX + 1] = "";	/* a wait in progress */
+static char acquiring[FS_LOCK_NAME_MAX + 1] = "";	/* an acquire in progress */
 
 static HeldLock *
 held_entry(const char *name, bool create)
@@ -207,20 +213,21 @@ held_entry(const char *name, bool create)
 		h->session_count = 0;
 		h->lease_ms = 0;
 		h->token = 0;
+		strlcpy(h->prefix, fs_key_prefix, sizeof(h->prefix));
 	}
 	return h;
 }
 
 /* Give up count acquisitions in Redis: acquisitions left, or -1 (not the owner). */
 static int64
-release(const char *name, int count, bool throw)
+release(const char *prefix, const char *name, int count, bool throw)
 {
 	LockKeys	k;
 	const char *argv[4];
 	redisReply *r;
 	int64		left;
 
-	lock_keys(&k, fs_key_prefix, name);
+	lock_keys(&k, prefix, name);
 	argv[0] = k.keys[0];
 	argv[1] = owner_id();
 	argv[2] = psprintf("%d", count);
@@ -246,7 +253,43 @@ leave_queue(const char *name)
 	argv[3] = k.channel;
 	fs_redis_free(fs_redis_script(&fs_script_lock_leave, 2, 4, argv, NULL, false));
 	fs_redis_unsubscribe();
-	publish_state(name, SLOT_FREE, 0, 0);
+}
+
+/*
+ * An acquire was interrupted (cancel, statement_timeout, an error): Redis may
+ * have granted it without this backend knowing.  Its reply, read on the same
+ * connection, says; if it does not come, drop whatever this backend holds
+ * beyond what it knows of.  Never raises.
+ */
+static void
+undo_interrupted_acquire(const char *name)
+{
+	HeldLock   *h = held_entry(name, false);
+	int			known = h ? h->xact_count + h->session_count : 0;
+	const char *prefix = h ? h->prefix : fs_key_prefix;
+	redisReply *r = fs_redis_late_reply();
+
+	if (r)
+	{
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+			r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1)
+			(void) release(prefix, name, 1, false);
+		fs_redis_free(r);
+	}
+	else
+	{
+		LockKeys	k;
+		const char *argv[4];
+
+		lock_keys(&k, prefix, name);
+		argv[0] = k.keys[0];
+		argv[1] = owner_id();
+		argv[2] = psprintf("%d", known);
+		argv[3] = k.channel;
+		fs_redis_free(fs_redis_script(&fs_script_lock_trim, 1, 4, argv, NULL, false));
+	}
+	if (known == 0)
+		publish_state(name, SLOT_FREE, 0, 0);
 }
 
 /* At transaction end: give up the transaction's acquisitions (never raises). */
@@ -265,7 +308,7 @@ release_xact_locks(void)
 		if (h->xact_count == 0)
 			continue;
 		/* if Redis cannot be told, the lease frees it */
-		(void) release(h->name, h->xact_count, false);
+		(void) release(h->prefix, h->name, h->xact_count, false);
 		h->xact_count = 0;
 		if (h->session_count == 0)
 		{
@@ -305,6 +348,13 @@ redis_locks_xact_callback(XactEvent event, void *arg)
 			release_xact_locks();
 			break;
 		case XACT_EVENT_ABORT:
+			if (acquiring[0] != '\0')
+			{
+				fs_redis_cleanup = true;
+				undo_interrupted_acquire(acquiring);
+				fs_redis_cleanup = false;
+				acquiring[0] = '\0';
+			}
 			if (waiting_for[0] != '\0')
 			{
 				fs_redis_cleanup = true;
@@ -331,7 +381,7 @@ release_session_locks_at_exit(int code, Datum arg)
 	hash_seq_init(&seq, held);
 	while ((h = hash_seq_search(&seq)) != NULL)
 	{
-		(void) release(h->name, h->xact_count + h->session_count, false);
+		(void) release(h->prefix, h->name, h->xact_count + h->session_count, false);
 		publish_state(h->name, SLOT_FREE, 0, 0);
 	}
 	fs_redis_cleanup = false;
@@ -405,6 +455,16 @@ acquire(FunctionCallInfo fcinfo, bool session)
 		exit_hook = true;
 	}
 
+	/* a place in the registry first: a lock left out would not be renewed */
+	h = held_entry(name, false);
+	if ((h == NULL || h->xact_count + h->session_count == 0) &&
+		!publish_state(name, SLOT_WAITING, lease_ms, 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many Redis locks held or awaited in this instance"),
+				 errdetail("The watchdog keeps the leases of at most %d.", FS_REDIS_LOCKS)));
+
+	strlcpy(acquiring, name, sizeof(acquiring));
 	token = try_acquire(name, lease_ms, false, &ttl);
 	if (token == 0 && wait_ms > 0)
 	{
@@ -413,7 +473,6 @@ acquire(FunctionCallInfo fcinfo, bool session)
 		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
 		strlcpy(waiting_for, name, sizeof(waiting_for));
 		(void) fs_redis_wait_message(k.channel, GetCurrentTimestamp());
-		publish_state(name, SLOT_WAITING, lease_ms, 0);
 		for (;;)
 		{
 			TimestampTz now;
@@ -436,8 +495,14 @@ acquire(FunctionCallInfo fcinfo, bool session)
 			fs_redis_unsubscribe();
 		waiting_for[0] = '\0';
 	}
+	acquiring[0] = '\0';
 	if (token == 0)
+	{
+		h = held_entry(name, false);
+		if (h == NULL || h->xact_count + h->session_count == 0)
+			publish_state(name, SLOT_FREE, 0, 0);
 		PG_RETURN_NULL();
+	}
 
 	h = held_entry(name, true);
 	if (session)
@@ -473,7 +538,7 @@ fs_redis_unlock(PG_FUNCTION_ARGS)
 	fs_require_arg(fcinfo, 0, "name");
 	name = fs_lock_name(PG_GETARG_TEXT_PP(0));
 	h = held_entry(name, false);
-	left = release(name, 1, true);
+	left = release(h ? h->prefix : fs_key_prefix, name, 1, true);
 	if (left < 0)
 	{
 		if (h)
