@@ -72,7 +72,9 @@ fs_tmpdir() {
 fs_free_port() {
     local p
     while :; do
-        p=$(( 20000 + RANDOM % 30000 ))
+        # below the kernel's ephemeral range (32768-60999), so no client's
+        # outgoing connection holds it
+        p=$(( 10000 + RANDOM % 22000 ))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return

@@ -137,7 +137,7 @@ extern struct redisReply *fs_redis_script(FsScript *script, int nkeys, int argc,
 										  const char **argv, const size_t *lens, bool throw);
 extern void fs_redis_free(struct redisReply *reply);
 extern char *fs_redis_address(void);
-extern bool fs_redis_wait_message(const char *channel, TimestampTz deadline);
+extern char *fs_redis_wait_message(const char *channel, TimestampTz deadline);
 extern void fs_redis_unsubscribe(void);
 extern struct redisReply *fs_redis_late_reply(void);
 

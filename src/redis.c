@@ -362,14 +362,16 @@ fs_redis_script(FsScript *script, int nkeys, int argc, const char **argv,
 }
 
 /*
- * Wait until a message is published on channel, or the deadline: true when
- * one came.  Listens on a second connection of its own (SUBSCRIBE), so the
- * command connection stays usable; interruptible like every call.
+ * Wait until a message is published on channel, or the deadline: the
+ * message (palloc'd), or NULL at the deadline.  Listens on a second
+ * connection of its own (SUBSCRIBE), so the command connection stays usable;
+ * interruptible like every call.
  */
-bool
+char *
 fs_redis_wait_message(const char *channel, TimestampTz deadline)
 {
 	char	   *err = NULL;
+	char	   *msg = NULL;
 	redisReply *r;
 
 	if (sub_conn.ctx && sub_conn.channel && strcmp(sub_conn.channel, channel) != 0)
@@ -380,22 +382,39 @@ fs_redis_wait_message(const char *channel, TimestampTz deadline)
 		const char *argv[] = {"SUBSCRIBE", channel};
 
 		if (!connect_redis(&sub_conn, &err))
-			return fail(&sub_conn, true, true, err) != NULL;
+		{
+			fail(&sub_conn, true, true, err);
+			return NULL;
+		}
 		r = roundtrip(&sub_conn, 2, argv, NULL,
 					  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), fs_redis_timeout_ms), &err);
 		if (r == NULL)
-			return fail(&sub_conn, true, false, err) != NULL;
+		{
+			fail(&sub_conn, true, false, err);
+			return NULL;
+		}
 		freeReplyObject(r);
 		sub_conn.channel = MemoryContextStrdup(TopMemoryContext, channel);
 	}
 	sub_conn.busy = true;		/* an interrupt mid-read leaves it unusable */
 	r = read_reply(&sub_conn, deadline, true, &err);
 	if (r == NULL && err != NULL)
-		return fail(&sub_conn, true, false, err) != NULL;
+	{
+		fail(&sub_conn, true, false, err);
+		return NULL;
+	}
 	sub_conn.busy = false;
 	if (r)
+	{
+		/* ["message", channel, payload] */
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+			r->element[2]->type == REDIS_REPLY_STRING)
+			msg = pnstrdup(r->element[2]->str, r->element[2]->len);
+		else
+			msg = pstrdup("");
 		freeReplyObject(r);
-	return r != NULL;
+	}
+	return msg;
 }
 
 /*

@@ -5,9 +5,10 @@
  * A lock is a hash {owner, count, token} with a lease (PEXPIRE).  The owner
  * is "<system identifier>:<pid>:<backend start>" of the holding backend.
  * Acquiring increments a per-name fencing counter, so tokens strictly
- * increase.  Waiters queue in a sorted set by ticket (FIFO); they are woken
- * by PUBLISH on release (no polling: a waiter only retries when woken, when
- * the holder's lease runs out, or once a second to keep its place, so that a
+ * increase.  Waiters queue in a sorted set by ticket (FIFO).  A release
+ * PUBLISHes the first waiter's owner id: only that waiter retries, the others
+ * keep waiting (no polling: a waiter retries when it is named, when the
+ * holder's lease runs out, or once a second to keep its place, so that a
  * waiter that died leaves the queue within 3 s instead of stalling it).
  *
  * redis_lock() locks are released when the transaction ends (just before
@@ -223,16 +224,17 @@ static int64
 release(const char *prefix, const char *name, int count, bool throw)
 {
 	LockKeys	k;
-	const char *argv[4];
+	const char *argv[5];
 	redisReply *r;
 	int64		left;
 
 	lock_keys(&k, prefix, name);
 	argv[0] = k.keys[0];
-	argv[1] = owner_id();
-	argv[2] = psprintf("%d", count);
-	argv[3] = k.channel;
-	r = fs_redis_script(&fs_script_lock_release, 1, 4, argv, NULL, throw);
+	argv[1] = k.keys[2];
+	argv[2] = owner_id();
+	argv[3] = psprintf("%d", count);
+	argv[4] = k.channel;
+	r = fs_redis_script(&fs_script_lock_release, 2, 5, argv, NULL, throw);
 	if (r == NULL)
 		return -2;
 	left = r->integer;
@@ -244,14 +246,15 @@ static void
 leave_queue(const char *name)
 {
 	LockKeys	k;
-	const char *argv[4];
+	const char *argv[5];
 
 	lock_keys(&k, fs_key_prefix, name);
 	argv[0] = k.keys[2];
 	argv[1] = k.keys[3];
-	argv[2] = owner_id();
-	argv[3] = k.channel;
-	fs_redis_free(fs_redis_script(&fs_script_lock_leave, 2, 4, argv, NULL, false));
+	argv[2] = k.keys[0];
+	argv[3] = owner_id();
+	argv[4] = k.channel;
+	fs_redis_free(fs_redis_script(&fs_script_lock_leave, 3, 5, argv, NULL, false));
 	fs_redis_unsubscribe();
 }
 
@@ -279,14 +282,15 @@ undo_interrupted_acquire(const char *name)
 	else
 	{
 		LockKeys	k;
-		const char *argv[4];
+		const char *argv[5];
 
 		lock_keys(&k, prefix, name);
 		argv[0] = k.keys[0];
-		argv[1] = owner_id();
-		argv[2] = psprintf("%d", known);
-		argv[3] = k.channel;
-		fs_redis_free(fs_redis_script(&fs_script_lock_trim, 1, 4, argv, NULL, false));
+		argv[1] = k.keys[2];
+		argv[2] = owner_id();
+		argv[3] = psprintf("%d", known);
+		argv[4] = k.channel;
+		fs_redis_free(fs_redis_script(&fs_script_lock_trim, 2, 5, argv, NULL, false));
 	}
 	if (known == 0)
 		publish_state(name, SLOT_FREE, 0, 0);
@@ -477,6 +481,7 @@ acquire(FunctionCallInfo fcinfo, bool session)
 		{
 			TimestampTz now;
 			TimestampTz wake;
+			char	   *told;
 
 			token = try_acquire(name, lease_ms, true, &ttl);
 			now = GetCurrentTimestamp();
@@ -487,7 +492,10 @@ acquire(FunctionCallInfo fcinfo, bool session)
 				wake = TimestampTzPlusMilliseconds(now, ttl);
 			if (deadline < wake)
 				wake = deadline;
-			(void) fs_redis_wait_message(k.channel, wake);
+			/* a release names the first waiter: the others keep waiting */
+			while ((told = fs_redis_wait_message(k.channel, wake)) != NULL &&
+				   strcmp(told, owner_id()) != 0 && strcmp(told, "free") != 0)
+				;
 		}
 		if (token == 0)
 			leave_queue(name);

@@ -4,8 +4,9 @@
 #   pg_advisory_xact_lock(hashtext(name))  vs  flashsale.get_xact_lock(name)
 #   a spin lock done the Lettuce way (SET NX PX + 10 ms sleep, from SQL)
 #                                          vs  flashsale.redis_lock(name) (FIFO, pub/sub)
-# The Redis pair holds the lock for 1 ms of work. Prints acquisitions per
-# second and, from pgbench's per-transaction log, the worst-case wait.
+# The Redis pair holds the lock for pg_sleep(0.001) of work, with the same
+# three statements each (lock, work, unlock). Prints acquisitions per second
+# and, from pgbench's per-transaction log, the worst-case wait.
 # Usage: test/bench/locks_bench.sh [seconds per run, default 15]
 source "$(dirname "$0")/../../scripts/lib.sh"
 
@@ -33,15 +34,14 @@ SELECT flashsale.get_xact_lock('hot');
 COMMIT;
 SQL
 cat > "$dir/spin.sql" <<'SQL'
-SELECT public.spin_lock('spin:hot');
+SELECT public.spin_lock('spin-hot');
 SELECT pg_sleep(0.001);
-SELECT flashsale.redis_call('DEL', 'spin:hot');
+SELECT flashsale.redis_call('DEL', 'spin-hot');
 SQL
 cat > "$dir/redislock.sql" <<'SQL'
-BEGIN;
-SELECT flashsale.redis_lock('hot', 30000, 60000);
+SELECT flashsale.redis_lock_session('hot', 30000, 60000);
 SELECT pg_sleep(0.001);
-COMMIT;
+SELECT flashsale.redis_unlock('hot');
 SQL
 chmod 644 "$dir"/*.sql
 
@@ -65,7 +65,7 @@ printf '%-40s %12s %14s\n' "$CLIENTS clients, one hot name" "acquisitions/s" "wo
 printf '%-40s %12s %14s\n' "pg_advisory_xact_lock(hashtext(name))" "$a" "$amax"
 printf '%-40s %12s %14s\n' "flashsale.get_xact_lock(name)" "$n" "$nmax"
 printf '%-40s %12s %14s\n' "spin lock (SET NX PX + 10 ms sleep)" "$s" "$smax"
-printf '%-40s %12s %14s\n' "flashsale.redis_lock(name)" "$r" "$rmax"
+printf '%-40s %12s %14s\n' "flashsale.redis_lock_session(name)" "$r" "$rmax"
 awk -v a="$a" -v n="$n" -v s="$s" -v r="$r" -v sm="$smax" -v rm="$rmax" 'BEGIN {
     printf "get_xact_lock / pg_advisory_xact_lock: %.0f%% (target: within 20%%)\n", 100 * n / a
     printf "redis_lock / spin lock: %.2fx acquisitions, worst wait %.1f ms vs %.1f ms\n", r / s, rm, sm }'
