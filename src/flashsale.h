@@ -88,6 +88,7 @@ typedef enum FsStatus
 extern const char *fs_status_name(FsStatus status);
 extern void fs_raise_status(FsStatus status, int64 member_id, int64 coupon_id) pg_attribute_noreturn();
 extern void fs_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+extern ErrorData *fs_try_subxact(void (*fn) (void *arg), void *arg);
 
 /* ---- SPI (spi.c): the one path every query of flashsale takes ---- */
 #define FS_MAX_ARGS 8

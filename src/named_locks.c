@@ -25,7 +25,6 @@
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(fs_get_lock);
@@ -184,43 +183,43 @@ session_entry(uint64 key, bool create)
  * runs in a subtransaction so that the lock manager's timeout error can be
  * turned into "false" safely.
  */
+typedef struct TimedWait
+{
+	const LOCKTAG *tag;
+	bool		session;
+	int64		timeout_ms;
+} TimedWait;
+
+static void
+wait_cb(void *arg)
+{
+	TimedWait  *w = arg;
+	int			saved = LockTimeout;
+
+	LockTimeout = (int) Min(w->timeout_ms, (int64) INT_MAX);
+	PG_TRY();
+	{
+		(void) LockAcquire(w->tag, ExclusiveLock, w->session, false);
+	}
+	PG_FINALLY();
+	{
+		LockTimeout = saved;
+	}
+	PG_END_TRY();
+}
+
 static bool
 acquire_timed(const LOCKTAG *tag, bool session, int64 timeout_ms)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	int			saved = LockTimeout;
-	volatile bool got = false;
+	TimedWait	w = {tag, session, timeout_ms};
+	ErrorData  *edata = fs_try_subxact(wait_cb, &w);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		LockTimeout = (int) Min(timeout_ms, (int64) INT_MAX);
-		(void) LockAcquire(tag, ExclusiveLock, session, false);
-		LockTimeout = saved;
-		got = true;
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		LockTimeout = saved;
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-			ReThrowError(edata);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return got;
+	if (edata == NULL)
+		return true;
+	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+		ReThrowError(edata);
+	FreeErrorData(edata);
+	return false;
 }
 
 /* timeout_ms: -1 waits until cancelled, 0 tries once, > 0 waits that long. */

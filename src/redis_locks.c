@@ -296,9 +296,12 @@ undo_interrupted_acquire(const char *name)
 		publish_state(name, SLOT_FREE, 0, 0);
 }
 
-/* At transaction end: give up the transaction's acquisitions (never raises). */
+/*
+ * Give up this backend's acquisitions, never raising: the transaction's at
+ * its end, all of them at exit.  What Redis cannot be told, the lease frees.
+ */
 static void
-release_xact_locks(void)
+release_held(bool at_exit)
 {
 	HASH_SEQ_STATUS seq;
 	HeldLock   *h;
@@ -309,12 +312,13 @@ release_xact_locks(void)
 	hash_seq_init(&seq, held);
 	while ((h = hash_seq_search(&seq)) != NULL)
 	{
-		if (h->xact_count == 0)
+		int			count = at_exit ? h->xact_count + h->session_count : h->xact_count;
+
+		if (count == 0)
 			continue;
-		/* if Redis cannot be told, the lease frees it */
-		(void) release(h->prefix, h->name, h->xact_count, false);
+		(void) release(h->prefix, h->name, count, false);
 		h->xact_count = 0;
-		if (h->session_count == 0)
+		if (at_exit || h->session_count == 0)
 		{
 			publish_state(h->name, SLOT_FREE, 0, 0);
 			hash_search(held, h->name, HASH_REMOVE, NULL);
@@ -349,7 +353,7 @@ redis_locks_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_PRE_COMMIT:
 			/* the transaction's work is done: let the next owner in */
-			release_xact_locks();
+			release_held(false);
 			break;
 		case XACT_EVENT_ABORT:
 			if (acquiring[0] != '\0')
@@ -366,7 +370,7 @@ redis_locks_xact_callback(XactEvent event, void *arg)
 				fs_redis_cleanup = false;
 				waiting_for[0] = '\0';
 			}
-			release_xact_locks();
+			release_held(false);
 			break;
 		default:
 			break;
@@ -376,19 +380,7 @@ redis_locks_xact_callback(XactEvent event, void *arg)
 static void
 release_session_locks_at_exit(int code, Datum arg)
 {
-	HASH_SEQ_STATUS seq;
-	HeldLock   *h;
-
-	if (held == NULL)
-		return;
-	fs_redis_cleanup = true;
-	hash_seq_init(&seq, held);
-	while ((h = hash_seq_search(&seq)) != NULL)
-	{
-		(void) release(h->prefix, h->name, h->xact_count + h->session_count, false);
-		publish_state(h->name, SLOT_FREE, 0, 0);
-	}
-	fs_redis_cleanup = false;
+	release_held(true);
 }
 
 void

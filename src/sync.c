@@ -32,7 +32,6 @@
 #include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 #include "utils/xid8.h"
 
 PG_FUNCTION_INFO_V1(fs_sync_stock);
@@ -233,12 +232,25 @@ sync_product(int64 product, FsSyncCounts *c)
 	c->products++;
 }
 
+typedef struct SyncArg
+{
+	int64		product;
+	FsSyncCounts *counts;
+} SyncArg;
+
+static void
+sync_product_cb(void *arg)
+{
+	SyncArg    *a = arg;
+
+	sync_product(a->product, a->counts);
+}
+
 /* Run the pass; errors of one product are counted (WARNING) unless Redis'. */
 void
 fs_sync_all(FsSyncCounts *c)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
 	uint64		n;
 	int64	   *products;
 
@@ -262,37 +274,20 @@ fs_sync_all(FsSyncCounts *c)
 
 	for (uint64 i = 0; i < n; i++)
 	{
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(cxt);
-		PG_TRY();
-		{
-			sync_product(products[i], c);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
+		SyncArg		a = {products[i], c};
+		ErrorData  *edata = fs_try_subxact(sync_product_cb, &a);
 
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-
-			if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_CONNECTION_EXCEPTION)
-				ReThrowError(edata);
-			c->errors++;
-			ereport(WARNING,
-					(errcode(edata->sqlerrcode),
-					 errmsg("flashsale: could not sync product %lld: %s",
-							(long long) products[i], edata->message),
-					 edata->detail ? errdetail("%s", edata->detail) : 0));
-			FreeErrorData(edata);
-		}
-		PG_END_TRY();
+		if (edata == NULL)
+			continue;
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_CONNECTION_EXCEPTION)
+			ReThrowError(edata);
+		c->errors++;
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("flashsale: could not sync product %lld: %s",
+						(long long) products[i], edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0));
+		FreeErrorData(edata);
 	}
 }
 
