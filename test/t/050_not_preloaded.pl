@@ -1,7 +1,7 @@
 
 # flashsale not in shared_preload_libraries: CREATE EXTENSION warns that no
-# background worker runs, the stock functions work (the library is loaded
-# on first use), sync_now() says false, and sync_stock() does the pass by
+# background worker runs, the stock, coupon and lock functions work (the
+# library is loaded on first use), sync_now() says false, and sync_stock() does the pass by
 # hand, settling a reservation its transaction could not give back.
 use strict;
 use warnings FATAL => 'all';
@@ -56,6 +56,18 @@ redis_flushall();
 is(redis_cmd('EXISTS', 'stock:product:1'), 0, 'FLUSHALL dropped the product');
 is(sq('SELECT flashsale.stock_level(1)'), 7, 'stock_level reloads it: 7 left');
 is(redis_cmd('GET', 'stock:product:1'), 7, 'Redis has it again');
+
+# ---- the coupon functions work loaded on demand, in a fresh backend
+is(sq('SELECT flashsale.create_coupon(\'on demand\', 2)'), 1, 'create_coupon');
+is( sq("SELECT flashsale.try_issue_coupon(1, 1) || ',' || flashsale.try_issue_coupon(1, 1) || ',' "
+	  . "|| flashsale.try_issue_coupon(2, 1) || ',' || flashsale.try_issue_coupon(3, 1)"),
+	'issued,already_issued,issued,sold_out', 'try_issue_coupon: every status in turn');
+is(sq('SELECT issued, remaining FROM flashsale.coupon_status'), '2|0', 'coupon_status');
+
+# ---- named locks work too (without shared memory the view has no names)
+is(sq("SELECT flashsale.get_lock('n', 0), flashsale.is_free_lock('n')"), 't|f',
+	'get_lock in a session: held there');
+is(sq("SELECT flashsale.is_free_lock('n')"), 't', 'released with the session');
 
 # ---- sync_now(): false, with a NOTICE
 ($rc, $out, $err) = $node->psql('postgres', 'SELECT flashsale.sync_now()');
