@@ -13,6 +13,15 @@ fs_install_deps
 fs_build
 
 work=$(fs_tmpdir)
+
+# The suites run as the postgres user, who may not be able to read the
+# checkout (a clone under /root, say): they read a copy of the test files.
+TESTS="$work/tests"
+mkdir -p "$TESTS"
+cp -r "$FS_ROOT/sql" "$FS_ROOT/expected" "$FS_ROOT/test" "$TESTS/"
+chown -R postgres: "$TESTS" 2>/dev/null || true
+chmod -R a+rX "$TESTS"
+
 passed=0
 failed=0
 failures=()
@@ -24,7 +33,7 @@ suite_conf() { # name -> sets SUITE_CONF
     SUITE_CONF="$work/$1.conf"
     rport=$(fs_free_port)
     fs_redis_start "$work/redis-$1" "$rport"
-    { cat "$FS_ROOT/test/regress.conf"; echo "flashsale.redis_port = $rport"; } > "$SUITE_CONF"
+    { cat "$TESTS/test/regress.conf"; echo "flashsale.redis_port = $rport"; } > "$SUITE_CONF"
     chmod 644 "$SUITE_CONF"
 }
 
@@ -41,20 +50,20 @@ suite_regress() {
     fs_as_pg "$PGXS_DIR/src/test/regress/pg_regress" \
         --temp-instance="$out/instance" --temp-config="$SUITE_CONF" \
         --port="$(fs_free_port)" --bindir="$PG_BIN" \
-        --inputdir="$FS_ROOT" --outputdir="$out" --dbname=flashsale_regress \
+        --inputdir="$TESTS" --outputdir="$out" --dbname=flashsale_regress \
         install coupon stock sync locks upgrade || { show_diffs "$out"; return 1; }
 }
 
 suite_isolation() {
     local out="$work/isolation" specs
     suite_conf isolation
-    specs=$(cd "$FS_ROOT/test/isolation/specs" && ls ./*.spec | sed 's|^\./||; s|\.spec$||' | sort)
+    specs=$(cd "$TESTS/test/isolation/specs" && ls ./*.spec | sed 's|^\./||; s|\.spec$||' | sort)
     fs_as_pg mkdir -p "$out"
     # shellcheck disable=SC2086
     fs_as_pg "$PGXS_DIR/src/test/isolation/pg_isolation_regress" \
         --temp-instance="$out/instance" --temp-config="$SUITE_CONF" \
         --port="$(fs_free_port)" --bindir="$PG_BIN" \
-        --inputdir="$FS_ROOT/test/isolation" --outputdir="$out" --dbname=flashsale_isolation \
+        --inputdir="$TESTS/test/isolation" --outputdir="$out" --dbname=flashsale_isolation \
         --load-extension=flashsale $specs || { show_diffs "$out"; return 1; }
 }
 
@@ -71,8 +80,8 @@ suite_stress() {
 suite_tap() {
     local out="$work/tap"
     fs_as_pg mkdir -p "$out"
-    (cd "$out" && fs_as_pg env TESTDIR="$out" FS_ROOT="$FS_ROOT" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
-        prove --timer -I "$PGXS_DIR/src/test/perl" -I "$FS_ROOT/test/t" "$FS_ROOT"/test/t/*.pl) \
+    (cd "$out" && fs_as_pg env TESTDIR="$out" FS_ROOT="$TESTS" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
+        prove --timer -I "$PGXS_DIR/src/test/perl" -I "$TESTS/test/t" "$TESTS"/test/t/*.pl) \
         || { find "$out" -name 'regress_log_*' -exec tail -n 60 {} \; >&2; return 1; }
 }
 
