@@ -20,6 +20,9 @@
 set -euo pipefail
 
 FS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Commands run as the postgres user, who may not be able to enter the
+# checkout (a clone under /root): work from / and use absolute paths.
+cd /
 PG_BIN=/usr/lib/postgresql/15/bin
 PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
 FS_PACKAGES="make gcc libc6-dev postgresql-15 postgresql-server-dev-15 libhiredis-dev redis-server libipc-run-perl"
