@@ -25,6 +25,9 @@ extern void fs_stock_init(void);
 extern char *fs_stock_key(int64 product);
 extern char *fs_reserved_key(int64 product);
 extern void fs_stock_reload(int64 product);
+extern bool fs_stock_truth(int64 product, int64 *truth);
+struct redisReply;
+extern struct redisReply *fs_stock_info(int64 product);
 extern int64 fs_stock_own_units(int64 product);
 extern const char *fs_stock_txn_if_any(void);
 extern bool fs_stock_has_reservations(void);
@@ -130,7 +133,6 @@ typedef struct FsScript
 	const char *sha;			/* SHA1 of body, hex: computed at build time */
 } FsScript;
 
-struct redisReply;
 extern uint64 fs_redis_sent;
 extern bool fs_redis_cleanup;
 extern struct redisReply *fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw);

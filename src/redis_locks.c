@@ -219,14 +219,18 @@ held_entry(const char *name, bool create)
 	return h;
 }
 
-/* Give up count acquisitions in Redis: acquisitions left, or -1 (not the owner). */
+/*
+ * Run an owner's script on a lock (release, trim): keys lock and queue,
+ * arguments owner, count, channel.  Its integer reply, or -2 when Redis
+ * could not be told (and not throw).
+ */
 static int64
-release(const char *prefix, const char *name, int count, bool throw)
+owner_script(FsScript *script, const char *prefix, const char *name, int count, bool throw)
 {
 	LockKeys	k;
 	const char *argv[5];
 	redisReply *r;
-	int64		left;
+	int64		result;
 
 	lock_keys(&k, prefix, name);
 	argv[0] = k.keys[0];
@@ -234,12 +238,19 @@ release(const char *prefix, const char *name, int count, bool throw)
 	argv[2] = owner_id();
 	argv[3] = psprintf("%d", count);
 	argv[4] = k.channel;
-	r = fs_redis_script(&fs_script_lock_release, 2, 5, argv, NULL, throw);
+	r = fs_redis_script(script, 2, 5, argv, NULL, throw);
 	if (r == NULL)
 		return -2;
-	left = r->integer;
+	result = r->integer;
 	fs_redis_free(r);
-	return left;
+	return result;
+}
+
+/* Give up count acquisitions: acquisitions left, -1 when not the owner. */
+static int64
+release(const char *prefix, const char *name, int count, bool throw)
+{
+	return owner_script(&fs_script_lock_release, prefix, name, count, throw);
 }
 
 static void
@@ -280,18 +291,7 @@ undo_interrupted_acquire(const char *name)
 		fs_redis_free(r);
 	}
 	else
-	{
-		LockKeys	k;
-		const char *argv[5];
-
-		lock_keys(&k, prefix, name);
-		argv[0] = k.keys[0];
-		argv[1] = k.keys[2];
-		argv[2] = owner_id();
-		argv[3] = psprintf("%d", known);
-		argv[4] = k.channel;
-		fs_redis_free(fs_redis_script(&fs_script_lock_trim, 2, 5, argv, NULL, false));
-	}
+		(void) owner_script(&fs_script_lock_trim, prefix, name, known, false);
 	if (known == 0)
 		publish_state(name, SLOT_FREE, 0, 0);
 }

@@ -446,6 +446,27 @@ ensure_memory(void)
 	}
 }
 
+/* ---- the database truth: quantity minus ledger ---- */
+
+/*
+ * Units left of product according to the database (committed ledger rows,
+ * and this transaction's own); false when the product has no stock row.
+ */
+bool
+fs_stock_truth(int64 product, int64 *truth)
+{
+	Datum		value = Int64GetDatum(product);
+	bool		isnull;
+	bool		found;
+
+	fs_spi_connect();
+	found = fs_spi_run(&q_truth, &value, NULL, true) > 0;
+	if (found)
+		*truth = DatumGetInt64(fs_spi_get(0, 1, &isnull));
+	fs_spi_finish();
+	return found;
+}
+
 /* ---- reload ---- */
 
 int64
@@ -472,8 +493,6 @@ void
 fs_stock_reload(int64 product)
 {
 	LOCKTAG		tag;
-	Datum		value = Int64GetDatum(product);
-	bool		isnull;
 	int64		truth;
 	int64		own;
 	const char *argv[5];
@@ -482,15 +501,11 @@ fs_stock_reload(int64 product)
 	stock_locktag(&tag, product);
 	lock_product(product, ExclusiveLock);
 
-	fs_spi_connect();
-	if (fs_spi_run(&q_truth, &value, NULL, true) == 0)
+	if (!fs_stock_truth(product, &truth))
 	{
-		fs_spi_finish();
 		fs_lock_release_mode(&tag, ExclusiveLock);
 		unknown_product(product);
 	}
-	truth = DatumGetInt64(fs_spi_get(0, 1, &isnull));
-	fs_spi_finish();
 	if (truth < 0 || truth > FS_MAX_STOCK)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -817,8 +832,6 @@ fs_restore_stock(PG_FUNCTION_ARGS)
 	int64		product,
 				qty,
 				left;
-	Datum		value;
-	bool		isnull;
 
 	fs_require_arg(fcinfo, 0, "product_id");
 	fs_require_arg(fcinfo, 1, "quantity");
@@ -829,12 +842,8 @@ fs_restore_stock(PG_FUNCTION_ARGS)
 
 	/* share mode, like decrementers: a reload waits until this commits */
 	lock_product(product, ShareLock);
-	value = Int64GetDatum(product);
-	fs_spi_connect();
-	if (fs_spi_run(&q_truth, &value, NULL, true) == 0)
+	if (!fs_stock_truth(product, &left))
 		unknown_product(product);
-	left = DatumGetInt64(fs_spi_get(0, 1, &isnull));
-	fs_spi_finish();
 	check_quantity(left + qty, 0, "stock after the restore");
 
 	qty = -qty;
@@ -843,9 +852,12 @@ fs_restore_stock(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(left - qty);
 }
 
-/* Redis' figure for a product: units left (NULL if Redis does not know it), reply kept. */
-static redisReply *
-redis_info(int64 product)
+/*
+ * What Redis holds of a product, without reloading: {units left or nil,
+ * [transaction, units, ...]}.  Free the reply with fs_redis_free.
+ */
+redisReply *
+fs_stock_info(int64 product)
 {
 	const char *argv[] = {fs_stock_key(product), fs_reserved_key(product)};
 
@@ -862,7 +874,7 @@ fs_stock_level(PG_FUNCTION_ARGS)
 	ensure_memory();
 	for (int attempt = 0;; attempt++)
 	{
-		redisReply *r = redis_info(product);
+		redisReply *r = fs_stock_info(product);
 
 		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
 			r->element[0]->type == REDIS_REPLY_STRING)
@@ -902,7 +914,7 @@ fs_stock_redis(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 
 	snprintf(mine, sizeof(mine), "%llu:", (unsigned long long) GetSystemIdentifier());
-	r = redis_info(PG_GETARG_INT64(0));
+	r = fs_stock_info(PG_GETARG_INT64(0));
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
 		elog(ERROR, "flashsale: unexpected reply from Redis");
 	if (r->element[0]->type == REDIS_REPLY_STRING)

@@ -46,13 +46,6 @@ static FsQuery q_kept = {
 	2, {INT8OID, XID8OID}
 };
 
-static FsQuery q_truth = {
-	"SELECT (s.quantity - coalesce((SELECT sum(l.quantity) FROM flashsale.stock_ledger l"
-	"                               WHERE l.product_id = s.product_id), 0))::bigint"
-	" FROM flashsale.stock s WHERE s.product_id = $1",
-	1, {INT8OID}
-};
-
 static FsQuery q_fold = {
 	"WITH d AS (DELETE FROM flashsale.stock_ledger WHERE product_id = $1 RETURNING quantity)"
 	" UPDATE flashsale.stock"
@@ -126,14 +119,6 @@ query_int8(FsQuery *q, Datum *values, bool *found)
 	return isnull ? 0 : DatumGetInt64(d);
 }
 
-static redisReply *
-product_info(int64 product)
-{
-	const char *argv[] = {fs_stock_key(product), fs_reserved_key(product)};
-
-	return fs_redis_script(&fs_script_info, 2, 2, argv, NULL, true);
-}
-
 static void
 sync_product(int64 product, FsSyncCounts *c)
 {
@@ -148,7 +133,7 @@ sync_product(int64 product, FsSyncCounts *c)
 	fs_lock_wait_mode(&tag, ExclusiveLock, psprintf("product %lld", (long long) product));
 
 	/* 1. reload what Redis lost */
-	r = product_info(product);
+	r = fs_stock_info(product);
 	if (r->element[0]->type != REDIS_REPLY_STRING)
 	{
 		fs_stock_reload(product);
@@ -190,8 +175,8 @@ sync_product(int64 product, FsSyncCounts *c)
 	fs_redis_free(r);
 
 	/* 3. check drift: left + in flight must be the truth */
-	truth = query_int8(&q_truth, &value, &found);
-	r = product_info(product);
+	found = fs_stock_truth(product, &truth);
+	r = fs_stock_info(product);
 	if (found && r->element[0]->type == REDIS_REPLY_STRING)
 	{
 		int64		left = strtoll(r->element[0]->str, NULL, 10);
