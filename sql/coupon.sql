@@ -128,6 +128,43 @@ SELECT flashsale.try_issue_coupon(4001, 2);
 SELECT seq, stripe IS NOT NULL AS via_function FROM flashsale.member_coupon
 WHERE coupon_id = 2 AND member_id = 4001 ORDER BY seq;
 
+-- issuance writes the tables directly (not through SQL): what it must still honour
+-- a read-only transaction: 25006, nothing written
+BEGIN READ ONLY;
+SELECT pg_temp.try($$SELECT flashsale.try_issue_coupon(5001, 2)$$);
+ROLLBACK;
+-- a role without privileges on the tables: 42501, nothing written
+CREATE ROLE fs_coupon_nobody;
+SET ROLE fs_coupon_nobody;
+SELECT pg_temp.try($$SELECT flashsale.try_issue_coupon(5002, 2)$$);
+RESET ROLE;
+DROP ROLE fs_coupon_nobody;
+SELECT count(*) FROM flashsale.member_coupon WHERE member_id IN (5001, 5002);
+-- a CHECK constraint added to member_coupon applies to issued rows (23514)
+ALTER TABLE flashsale.member_coupon ADD CONSTRAINT positive_member CHECK (member_id > 0);
+SELECT pg_temp.try($$SELECT flashsale.try_issue_coupon(-5003, 2)$$);
+ALTER TABLE flashsale.member_coupon DROP CONSTRAINT positive_member;
+SELECT flashsale.try_issue_coupon(-5003, 2);
+-- a trigger of the user's on member_coupon fires for issued rows
+CREATE TABLE pg_temp.issued_log (member_id bigint, seq int);
+CREATE FUNCTION pg_temp.log_issue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pg_temp.issued_log VALUES (NEW.member_id, NEW.seq);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER log_issue AFTER INSERT ON flashsale.member_coupon
+    FOR EACH ROW EXECUTE FUNCTION pg_temp.log_issue();
+SELECT flashsale.try_issue_coupon(5004, 2), flashsale.try_issue_coupon(5004, 2);
+DROP TRIGGER log_issue ON flashsale.member_coupon;
+SELECT * FROM pg_temp.issued_log;
+-- the coupon guard: member_coupon's foreign key still holds for issued rows
+SELECT flashsale.create_coupon('guarded', 10, 1) AS c6 \gset
+SELECT flashsale.try_issue_coupon(6001, :c6);
+SELECT pg_temp.try($$DELETE FROM flashsale.coupon WHERE coupon_id = $$ || :c6);  -- 23503
+UPDATE flashsale.coupon SET per_member_limit = 2 WHERE coupon_id = :c6;     -- cascades
+SELECT member_id, seq, per_member_limit FROM flashsale.member_coupon WHERE coupon_id = :c6;
+SELECT flashsale.try_issue_coupon(6001, :c6), flashsale.try_issue_coupon(6001, :c6);
+
 -- flashsale.lock_timeout
 SHOW flashsale.lock_timeout;
 SET flashsale.lock_timeout = '250ms';

@@ -20,18 +20,32 @@
  */
 #include "flashsale.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/primnodes.h"
+#include "rewrite/rewriteHandler.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(fs_create_coupon);
 PG_FUNCTION_INFO_V1(fs_issue_coupon);
 PG_FUNCTION_INFO_V1(fs_try_issue_coupon);
 PG_FUNCTION_INFO_V1(fs_cancel_coupon);
+PG_FUNCTION_INFO_V1(fs_coupon_guard);
 
 static FsQuery q_create = {
 	"WITH c AS (INSERT INTO flashsale.coupon"
@@ -42,48 +56,6 @@ static FsQuery q_create = {
 	"           FROM c, generate_series(0, $6 - 1) g)"
 	" SELECT coupon_id FROM c",
 	6, {TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}
-};
-
-/* Read under the member lock: the coupon and the member's units, one row each. */
-static FsQuery q_context = {
-	"SELECT c.per_member_limit,"
-	"       c.starts_at <= statement_timestamp()"
-	"         AND (c.ends_at IS NULL OR c.ends_at > statement_timestamp()),"
-	"       c.stripes, m.seq"
-	" FROM flashsale.coupon c"
-	" LEFT JOIN flashsale.member_coupon m"
-	"   ON m.coupon_id = c.coupon_id AND m.member_id = $2"
-	" WHERE c.coupon_id = $1",
-	2, {INT8OID, INT8OID}
-};
-
-/* The stripes that still have units (only read when the cache says none). */
-static FsQuery q_open_stripes = {
-	"SELECT stripe FROM flashsale.coupon_stripe"
-	" WHERE coupon_id = $1 AND issued < quantity",
-	1, {INT8OID}
-};
-
-/* Under the stripe lock: take one unit of the stripe, or nothing if it is empty. */
-static FsQuery q_take = {
-	"UPDATE flashsale.coupon_stripe SET issued = issued + 1"
-	" WHERE coupon_id = $1 AND stripe = $2 AND issued < quantity",
-	2, {INT8OID, INT4OID}
-};
-
-/* ... and give it to the member. */
-static FsQuery q_give = {
-	"INSERT INTO flashsale.member_coupon"
-	" (coupon_id, member_id, seq, per_member_limit, stripe)"
-	" VALUES ($1, $2, $3, $4, $5)"
-	" ON CONFLICT DO NOTHING RETURNING member_coupon_id",
-	5, {INT8OID, INT8OID, INT4OID, INT4OID, INT4OID}
-};
-
-static FsQuery q_untake = {
-	"UPDATE flashsale.coupon_stripe SET issued = issued - 1"
-	" WHERE coupon_id = $1 AND stripe = $2",
-	2, {INT8OID, INT4OID}
 };
 
 static FsQuery q_cancel_find = {
@@ -115,6 +87,21 @@ lock_stripe_wait(LOCKTAG *tag, int64 coupon_id, int32 stripe)
 {
 	fs_locktag(tag, FS_LOCK_COUPON_STRIPE, coupon_id, stripe);
 	fs_lock_wait(tag, psprintf("stripe %d of coupon %lld", stripe, (long long) coupon_id));
+}
+
+/*
+ * The coupon's guard, held shared by every issuer to the end of its
+ * transaction: a DELETE of the coupon row, or an UPDATE of its key columns,
+ * takes it exclusively (trigger coupon_guard), so the row that an issued
+ * unit references stays as the issuer read it.  It stands in for the
+ * foreign-key check's share lock on the hot coupon row (see table.c).
+ */
+static void
+lock_guard(LOCKTAG *tag, int64 coupon_id)
+{
+	fs_locktag(tag, FS_LOCK_COUPON_GUARD, coupon_id, 0);
+	if (LockAcquire(tag, ShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		fs_lock_wait_mode(tag, ShareLock, psprintf("coupon %lld", (long long) coupon_id));
 }
 
 static int
@@ -198,78 +185,106 @@ set_dry(DryStripes *dry, int32 stripe, bool value)
 		dry->bits[stripe / 64] &= ~(UINT64CONST(1) << (stripe % 64));
 }
 
-static void
-refresh_dry(DryStripes *dry)
+/* One issuance: the tables it works on and what it has read. */
+typedef struct Issue
 {
-	Datum		value = Int64GetDatum(dry->coupon_id);
-	uint64		n = fs_spi_run(&q_open_stripes, &value, NULL, true);
-	bool		isnull;
+	int64		coupon_id;
+	int64		member_id;
+	int32		limit;
+	int32		seq;
+	bool		guarded;		/* the coupon table has its coupon_guard trigger */
+	Relation	stripes;		/* flashsale.coupon_stripe */
+	Oid			stripes_pkey;
+	FsWriter	stripe_writer;
+	Datum	   *values;			/* a stripe row */
+	bool	   *nulls;
+} Issue;
+
+/* The stripe's key columns as scan keys; n = 1 for all stripes of the coupon. */
+static void
+stripe_keys(Issue *is, ScanKey keys, int32 stripe)
+{
+	fs_table_key(&keys[0], is->stripes, "coupon_id", Int64GetDatum(is->coupon_id));
+	fs_table_key(&keys[1], is->stripes, "stripe", Int32GetDatum(stripe));
+}
+
+static void
+refresh_dry(Issue *is, DryStripes *dry)
+{
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	TupleDesc	desc = RelationGetDescr(is->stripes);
+	AttrNumber	a_stripe = fs_table_attnum(is->stripes, "stripe"),
+				a_quantity = fs_table_attnum(is->stripes, "quantity"),
+				a_issued = fs_table_attnum(is->stripes, "issued");
 
 	memset(dry->bits, 0xFF, sizeof(dry->bits));
-	for (uint64 i = 0; i < n; i++)
+	stripe_keys(is, keys, 0);
+	scan = systable_beginscan(is->stripes, is->stripes_pkey, true, snapshot, 1, keys);
+	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
 	{
-		int32		stripe = DatumGetInt32(fs_spi_get(i, 1, &isnull));
+		bool		isnull;
+		int32		stripe = DatumGetInt32(heap_getattr(tuple, a_stripe, desc, &isnull));
+		int64		quantity = DatumGetInt64(heap_getattr(tuple, a_quantity, desc, &isnull));
+		int64		issued = DatumGetInt64(heap_getattr(tuple, a_issued, desc, &isnull));
 
-		if (stripe >= 0 && stripe < dry->nstripes)
+		if (issued < quantity && stripe >= 0 && stripe < dry->nstripes)
 			set_dry(dry, stripe, false);
 	}
+	systable_endscan(scan);
+	UnregisterSnapshot(snapshot);
+}
+
+/* Under the stripe's lock: move one of its units to the member, if it has one. */
+static bool
+take_from_stripe(Issue *is, int32 stripe)
+{
+	ScanKeyData keys[2];
+	ItemPointerData tid;
+	AttrNumber	a_quantity = fs_table_attnum(is->stripes, "quantity"),
+				a_issued = fs_table_attnum(is->stripes, "issued");
+	int64		issued;
+
+	stripe_keys(is, keys, stripe);
+	if (!fs_table_get(is->stripes, is->stripes_pkey, keys, 2, is->values, is->nulls, &tid))
+		return false;
+	issued = DatumGetInt64(is->values[a_issued - 1]);
+	if (issued >= DatumGetInt64(is->values[a_quantity - 1]))
+		return false;
+	is->values[a_issued - 1] = Int64GetDatum(issued + 1);
+	fs_writer_update(&is->stripe_writer, &tid, is->values, is->nulls);
+	return true;
 }
 
 /*
- * Give the member one unit from the first stripe of cand[] that has one:
- * stripes free right now first, waiting only when all are busy.
- * FS_SOLD_OUT means every candidate proved empty under its lock.
+ * Take one unit from the first stripe of cand[] that has one: stripes free
+ * right now first, waiting only when all are busy.  Returns the stripe, or
+ * -1 when every candidate proved empty under its lock.
  */
-static FsStatus
-take_from(DryStripes *dry, int64 member_id, int32 seq, int32 limit,
-		  int32 *cand, int n, int64 *member_coupon_id)
+static int32
+take_from(Issue *is, DryStripes *dry, int32 *cand, int n)
 {
-	int64		coupon_id = dry->coupon_id;
-
 	while (n > 0)
 	{
 		LOCKTAG		tag;
 		int			pick = -1;
-		Datum		values[2];
-		bool		isnull;
 
 		for (int i = 0; i < n && pick < 0; i++)
 		{
-			fs_locktag(&tag, FS_LOCK_COUPON_STRIPE, coupon_id, cand[i]);
+			fs_locktag(&tag, FS_LOCK_COUPON_STRIPE, is->coupon_id, cand[i]);
 			if (fs_lock_try(&tag))
 				pick = i;
 		}
 		if (pick < 0)
 		{
 			pick = 0;
-			lock_stripe_wait(&tag, coupon_id, cand[0]);
+			lock_stripe_wait(&tag, is->coupon_id, cand[0]);
 		}
 
-		values[0] = Int64GetDatum(coupon_id);
-		values[1] = Int32GetDatum(cand[pick]);
-		if (fs_spi_run(&q_take, values, NULL, false) > 0)
-		{
-			Datum		give[5];
-
-			give[0] = Int64GetDatum(coupon_id);
-			give[1] = Int64GetDatum(member_id);
-			give[2] = Int32GetDatum(seq);
-			give[3] = Int32GetDatum(limit);
-			give[4] = Int32GetDatum(cand[pick]);
-			if (fs_spi_run(&q_give, give, NULL, false) > 0)
-			{
-				*member_coupon_id = DatumGetInt64(fs_spi_get(0, 1, &isnull));
-				return FS_ISSUED;
-			}
-
-			/*
-			 * The member's seq was taken by an INSERT that bypassed the
-			 * functions (and so the member lock): give the unit back.
-			 */
-			fs_spi_run(&q_untake, values, NULL, false);
-			fs_lock_release(&tag);
-			return FS_ALREADY_ISSUED;
-		}
+		if (take_from_stripe(is, cand[pick]))
+			return cand[pick];
 
 		/* the stripe is empty: let it go, try the others */
 		set_dry(dry, cand[pick], true);
@@ -277,93 +292,266 @@ take_from(DryStripes *dry, int64 member_id, int32 seq, int32 limit,
 		n--;
 		memmove(&cand[pick], &cand[pick + 1], sizeof(int32) * (n - pick));
 	}
-	return FS_SOLD_OUT;
+	return -1;
 }
 
-/* Steps 3 and 4 for a coupon of nstripes stripes. */
-static FsStatus
-take_unit(int64 coupon_id, int32 nstripes, int64 member_id, int32 seq, int32 limit,
-		  int64 *member_coupon_id)
+/* Steps 3 and 4 for a coupon of nstripes stripes: the stripe, or -1 if sold out. */
+static int32
+take_unit(Issue *is, int32 nstripes)
 {
-	DryStripes *dry = dry_stripes(coupon_id, nstripes);
+	DryStripes *dry = dry_stripes(is->coupon_id, nstripes);
 	int32	   *cand = palloc(sizeof(int32) * dry->nstripes);
 	int			start = MyProc->pgprocno % dry->nstripes;
+	int32		stripe = -1;
+	int			natts;
 
-	for (bool fresh = false;; fresh = true)
+	is->stripes = fs_table_open("coupon_stripe", RowExclusiveLock, ACL_SELECT | ACL_UPDATE);
+	is->stripes_pkey = fs_table_pkey(is->stripes);
+	natts = RelationGetDescr(is->stripes)->natts;
+	is->values = palloc(sizeof(Datum) * natts);
+	is->nulls = palloc(sizeof(bool) * natts);
+	/* a stripe's update never changes its reference to the coupon */
+	fs_writer_begin(&is->stripe_writer, is->stripes, true);
+
+	for (bool fresh = false; stripe < 0; fresh = true)
 	{
 		int			n = 0;
 
 		if (fresh)
-			refresh_dry(dry);
+			refresh_dry(is, dry);
 
 		/* start at this backend's own stripe, so issuers spread out */
 		for (int i = 0; i < dry->nstripes; i++)
 		{
-			int32		stripe = (start + i) % dry->nstripes;
+			int32		s = (start + i) % dry->nstripes;
 
-			if (!is_dry(dry, stripe))
-				cand[n++] = stripe;
+			if (!is_dry(dry, s))
+				cand[n++] = s;
 		}
 		if (n > 0)
-		{
-			FsStatus	status = take_from(dry, member_id, seq, limit, cand, n,
-										   member_coupon_id);
-
-			if (status != FS_SOLD_OUT)
-				return status;
-		}
+			stripe = take_from(is, dry, cand, n);
 		if (fresh)
-			return FS_SOLD_OUT;
+			break;
 	}
+
+	fs_writer_end(&is->stripe_writer);
+	table_close(is->stripes, NoLock);
+	return stripe;
+}
+
+/*
+ * The seqs the member holds, read under the member lock through the unique
+ * index.  A row some other transaction is inserting or deleting right now
+ * (a direct INSERT that bypassed the functions) is waited for, so that the
+ * unique index does not turn it into an error later.
+ */
+static int
+member_seqs(Relation units, Relation index, int64 coupon_id, int64 member_id, int32 **seqs)
+{
+	AttrNumber	a_seq = fs_table_attnum(units, "seq");
+	ScanKeyData keys[2];
+	int			n,
+				size = 4;
+
+	*seqs = palloc(sizeof(int32) * size);
+	fs_table_key(&keys[0], units, "coupon_id", Int64GetDatum(coupon_id));
+	fs_table_key(&keys[1], units, "member_id", Int64GetDatum(member_id));
+	for (;;)
+	{
+		SnapshotData dirty;
+		SysScanDesc scan;
+		HeapTuple	tuple;
+		TransactionId xwait = InvalidTransactionId;
+
+		InitDirtySnapshot(dirty);
+		n = 0;
+		scan = systable_beginscan(units, RelationGetRelid(index), true, &dirty, 2, keys);
+		while (HeapTupleIsValid(tuple = systable_getnext(scan)))
+		{
+			bool		isnull;
+
+			xwait = TransactionIdIsValid(dirty.xmin) ? dirty.xmin : dirty.xmax;
+			if (TransactionIdIsValid(xwait))
+				break;
+			if (n == size)
+				*seqs = repalloc(*seqs, sizeof(int32) * (size *= 2));
+			(*seqs)[n++] = DatumGetInt32(heap_getattr(tuple, a_seq,
+													  RelationGetDescr(units), &isnull));
+		}
+		systable_endscan(scan);
+		if (!TransactionIdIsValid(xwait))
+			break;
+		XactLockTableWait(xwait, NULL, NULL, XLTW_None);
+	}
+	qsort(*seqs, n, sizeof(int32), cmp_int32);
+	return n;
+}
+
+/* member_coupon_id's sequence, from the column's nextval() default; cached. */
+static Oid	units_relid = InvalidOid;
+static Oid	units_seqid = InvalidOid;
+
+static void
+forget_units_seq(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == units_relid)
+		units_relid = InvalidOid;
+}
+
+static Oid
+units_sequence(Relation units)
+{
+	static bool registered = false;
+	Node	   *expr;
+
+	if (units_relid == RelationGetRelid(units))
+		return units_seqid;
+	if (!registered)
+	{
+		CacheRegisterRelcacheCallback(forget_units_seq, (Datum) 0);
+		registered = true;
+	}
+	expr = build_column_default(units, fs_table_attnum(units, "member_coupon_id"));
+	if (expr && IsA(expr, FuncExpr) && ((FuncExpr *) expr)->funcid == F_NEXTVAL &&
+		list_length(((FuncExpr *) expr)->args) == 1 &&
+		IsA(linitial(((FuncExpr *) expr)->args), Const))
+	{
+		units_seqid = DatumGetObjectId(((Const *) linitial(((FuncExpr *) expr)->args))->constvalue);
+		units_relid = RelationGetRelid(units);
+		return units_seqid;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("flashsale.member_coupon.member_coupon_id has no sequence default"),
+			 errhint("Recreate the extension, or restore the column's default.")));
+}
+
+/* Give the member the unit: one member_coupon row. */
+static int64
+give_unit(Issue *is, FsWriter *w, int32 stripe)
+{
+	TupleDesc	desc = RelationGetDescr(w->rel);
+	Datum	   *values = palloc0(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+	int64		id = nextval_internal(units_sequence(w->rel), true);
+
+	memset(nulls, true, sizeof(bool) * desc->natts);
+#define SET(col, datum) \
+	do { AttrNumber a_ = fs_table_attnum(w->rel, col); \
+		 values[a_ - 1] = (datum); nulls[a_ - 1] = false; } while (0)
+	SET("member_coupon_id", Int64GetDatum(id));
+	SET("coupon_id", Int64GetDatum(is->coupon_id));
+	SET("member_id", Int64GetDatum(is->member_id));
+	SET("seq", Int32GetDatum(is->seq));
+	SET("issued_at", TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()));
+	SET("per_member_limit", Int32GetDatum(is->limit));
+	SET("stripe", Int32GetDatum(stripe));
+#undef SET
+	fs_writer_insert(w, values, nulls);
+	return id;
+}
+
+/* The coupon's row: whether it exists and is active now, its limit and stripes. */
+static FsStatus
+read_coupon(Issue *is, int32 *nstripes)
+{
+	Relation	coupons = fs_table_open("coupon", AccessShareLock, ACL_SELECT);
+	int			natts = RelationGetDescr(coupons)->natts;
+	Datum	   *values = palloc(sizeof(Datum) * natts);
+	bool	   *nulls = palloc(sizeof(bool) * natts);
+	ScanKeyData key;
+	FsStatus	status = FS_ISSUED;
+
+	fs_table_key(&key, coupons, "coupon_id", Int64GetDatum(is->coupon_id));
+	if (!fs_table_get(coupons, fs_table_pkey(coupons), &key, 1, values, nulls, NULL))
+		status = FS_NOT_FOUND;
+	else
+	{
+		TimestampTz now = GetCurrentStatementStartTimestamp();
+		AttrNumber	a_starts = fs_table_attnum(coupons, "starts_at"),
+					a_ends = fs_table_attnum(coupons, "ends_at");
+
+		if (DatumGetTimestampTz(values[a_starts - 1]) > now ||
+			(!nulls[a_ends - 1] && DatumGetTimestampTz(values[a_ends - 1]) <= now))
+			status = FS_NOT_ACTIVE;
+		is->limit = DatumGetInt32(values[fs_table_attnum(coupons, "per_member_limit") - 1]);
+		*nstripes = DatumGetInt32(values[fs_table_attnum(coupons, "stripes") - 1]);
+	}
+	is->guarded = fs_table_has_trigger(coupons, "coupon_guard");
+	table_close(coupons, NoLock);
+	return status;
 }
 
 static FsStatus
 issue_core(int64 member_id, int64 coupon_id, int64 *member_coupon_id)
 {
-	LOCKTAG		member_tag;
-	Datum		values[2];
-	bool		isnull;
+	static const char *const member_cols[] = {"coupon_id", "member_id"};
+	LOCKTAG		member_tag,
+				guard_tag;
+	Issue		is = {.coupon_id = coupon_id,.member_id = member_id};
+	int32		nstripes = 0;
 	FsStatus	status;
 
 	lock_member(&member_tag, coupon_id, member_id);
+	lock_guard(&guard_tag, coupon_id);
 
-	fs_spi_connect();
-	values[0] = Int64GetDatum(coupon_id);
-	values[1] = Int64GetDatum(member_id);
-	if (fs_spi_run(&q_context, values, NULL, true) == 0)
-		status = FS_NOT_FOUND;
-	else if (!DatumGetBool(fs_spi_get(0, 2, &isnull)))
-		status = FS_NOT_ACTIVE;
-	else
+	status = read_coupon(&is, &nstripes);
+	if (status == FS_ISSUED)
 	{
-		int32		limit = DatumGetInt32(fs_spi_get(0, 1, &isnull));
-		int32		nstripes = DatumGetInt32(fs_spi_get(0, 3, &isnull));
-		uint64		nrows = SPI_processed;
-		int32	   *seqs = palloc(sizeof(int32) * nrows);
-		int			nseqs = 0;
-		int32		seq;
+		Relation	units = fs_table_open("member_coupon", RowExclusiveLock,
+										  ACL_SELECT | ACL_INSERT);
+		FsWriter	w;
+		int32	   *seqs;
+		int			nseqs;
 
-		for (uint64 i = 0; i < nrows; i++)
-		{
-			Datum		d = fs_spi_get(i, 4, &isnull);
-
-			if (!isnull)
-				seqs[nseqs++] = DatumGetInt32(d);
-		}
-		qsort(seqs, nseqs, sizeof(int32), cmp_int32);
-		seq = free_seq(seqs, nseqs, limit);
-
-		if (seq == 0)
+		fs_writer_begin(&w, units, is.guarded);
+		nseqs = member_seqs(units, fs_writer_index(&w, member_cols, 2),
+							coupon_id, member_id, &seqs);
+		is.seq = free_seq(seqs, nseqs, is.limit);
+		if (is.seq == 0)
 			status = FS_ALREADY_ISSUED;
 		else
-			status = take_unit(coupon_id, nstripes, member_id, seq, limit,
-							   member_coupon_id);
+		{
+			int32		stripe = take_unit(&is, nstripes);
+
+			if (stripe < 0)
+				status = FS_SOLD_OUT;
+			else
+				*member_coupon_id = give_unit(&is, &w, stripe);
+		}
+		fs_writer_end(&w);
+		table_close(units, NoLock);
 	}
-	fs_spi_finish();
 
 	if (status != FS_ISSUED)
+	{
+		fs_lock_release_mode(&guard_tag, ShareLock);
 		fs_lock_release(&member_tag);
+	}
 	return status;
+}
+
+Datum
+fs_coupon_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple	old;
+	bool		isnull;
+	LOCKTAG		tag;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("coupon_guard must be a BEFORE ROW trigger")));
+	old = trigdata->tg_trigtuple;
+	fs_locktag(&tag, FS_LOCK_COUPON_GUARD,
+			   DatumGetInt64(heap_getattr(old, fs_table_attnum(trigdata->tg_relation, "coupon_id"),
+										  RelationGetDescr(trigdata->tg_relation), &isnull)), 0);
+	/* waits for the coupon's issuers in flight; later ones queue behind */
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	PG_RETURN_POINTER(TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+					  trigdata->tg_newtuple : old);
 }
 
 Datum

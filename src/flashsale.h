@@ -5,6 +5,7 @@
 #define FLASHSALE_H
 
 #include "postgres.h"
+#include "access/skey.h"
 #include "executor/spi.h"
 #include "storage/lock.h"
 #include "utils/timestamp.h"
@@ -109,13 +110,36 @@ extern void fs_spi_finish(void);
 extern uint64 fs_spi_run(FsQuery *query, Datum *values, const char *nulls, bool read_only);
 extern Datum fs_spi_get(uint64 row, int col, bool *isnull);
 
+/* ---- direct table access for the issuance hot path (table.c) ---- */
+typedef struct FsWriter
+{
+	Relation	rel;
+	struct EState *estate;
+	struct ResultRelInfo *rri;
+	struct TupleTableSlot *slot;
+} FsWriter;
+
+extern Relation fs_table_open(const char *name, LOCKMODE lockmode, AclMode perms);
+extern AttrNumber fs_table_attnum(Relation rel, const char *column);
+extern Oid	fs_table_pkey(Relation rel);
+extern void fs_table_key(ScanKey key, Relation rel, const char *column, Datum value);
+extern bool fs_table_get(Relation rel, Oid index, ScanKey keys, int nkeys,
+						 Datum *values, bool *nulls, ItemPointer tid);
+extern bool fs_table_has_trigger(Relation rel, const char *name);
+extern void fs_writer_begin(FsWriter *w, Relation rel, bool skip_fk);
+extern Relation fs_writer_index(FsWriter *w, const char *const *cols, int n);
+extern void fs_writer_insert(FsWriter *w, const Datum *values, const bool *nulls);
+extern void fs_writer_update(FsWriter *w, ItemPointer tid, const Datum *values, const bool *nulls);
+extern void fs_writer_end(FsWriter *w);
+
 /* ---- advisory locks in flashsale's own key space (locks.c) ---- */
 typedef enum FsLockKind
 {
 	FS_LOCK_COUPON_STRIPE = 0xF501,
 	FS_LOCK_COUPON_MEMBER = 0xF502,
 	FS_LOCK_STOCK = 0xF503,
-	FS_LOCK_NAMED = 0xF504
+	FS_LOCK_NAMED = 0xF504,
+	FS_LOCK_COUPON_GUARD = 0xF505
 } FsLockKind;
 
 extern void fs_locktag(LOCKTAG *tag, FsLockKind kind, int64 key1, int64 key2);
