@@ -15,3 +15,18 @@ FROM pg_depend
 WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'flashsale')
 ORDER BY 1;
+-- a backend that has issued keeps working after the extension is recreated:
+-- it remembers the tables' OIDs and where its stripe's row was, and must
+-- notice both changed (here the remembered row lies beyond the new table's end)
+SET flashsale.coupon_stripes = 1;
+SELECT count(flashsale.create_coupon('filler', 1)) FROM generate_series(1, 40);
+SELECT max(coupon_id) AS b FROM flashsale.coupon \gset
+SELECT flashsale.try_issue_coupon(9, :b);
+SELECT (ctid::text::point)[0] > 0 AS beyond_first_page FROM flashsale.coupon_stripe WHERE coupon_id = :b;
+DROP EXTENSION flashsale;
+CREATE EXTENSION flashsale;
+SELECT setval('flashsale.coupon_coupon_id_seq', :b - 1) IS NOT NULL AS reset;
+SELECT flashsale.create_coupon('same id', 2) = :b AS same_id;
+RESET flashsale.coupon_stripes;
+SELECT flashsale.try_issue_coupon(9, :b), flashsale.try_issue_coupon(9, :b), flashsale.try_issue_coupon(10, :b);
+SELECT issued, remaining FROM flashsale.coupon_status WHERE coupon_id = :b;

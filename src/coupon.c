@@ -143,6 +143,8 @@ typedef struct DryStripes
 	int64		coupon_id;		/* hash key */
 	int32		nstripes;
 	uint64		bits[FS_MAX_STRIPES / 64];
+	int32		last_stripe;	/* the stripe this backend took from last */
+	ItemPointerData last_tid;	/* where that update put the stripe's row */
 } DryStripes;
 
 static HTAB *dry_cache = NULL;
@@ -166,6 +168,7 @@ dry_stripes(int64 coupon_id, int32 nstripes)
 	{
 		entry->nstripes = Min(nstripes, FS_MAX_STRIPES);
 		memset(entry->bits, 0, sizeof(entry->bits));
+		entry->last_stripe = -1;
 	}
 	return entry;
 }
@@ -237,24 +240,39 @@ refresh_dry(Issue *is, DryStripes *dry)
 	UnregisterSnapshot(snapshot);
 }
 
-/* Under the stripe's lock: move one of its units to the member, if it has one. */
+/*
+ * Under the stripe's lock: move one of its units to the member, if it has
+ * one.  The row is found where this backend's last update of the stripe put
+ * it when no one has moved it since (usual: issuers keep to their own
+ * stripe), else through the primary key.
+ */
 static bool
-take_from_stripe(Issue *is, int32 stripe)
+take_from_stripe(Issue *is, DryStripes *dry, int32 stripe)
 {
 	ScanKeyData keys[2];
-	ItemPointerData tid;
-	AttrNumber	a_quantity = fs_table_attnum(is->stripes, "quantity"),
+	ItemPointerData tid = dry->last_tid;
+	AttrNumber	a_stripe = fs_table_attnum(is->stripes, "stripe"),
+				a_coupon = fs_table_attnum(is->stripes, "coupon_id"),
+				a_quantity = fs_table_attnum(is->stripes, "quantity"),
 				a_issued = fs_table_attnum(is->stripes, "issued");
 	int64		issued;
 
-	stripe_keys(is, keys, stripe);
-	if (!fs_table_get(is->stripes, is->stripes_pkey, keys, 2, is->values, is->nulls, &tid))
-		return false;
+	if (dry->last_stripe != stripe ||
+		!fs_table_fetch(is->stripes, &tid, is->values, is->nulls) ||
+		DatumGetInt64(is->values[a_coupon - 1]) != is->coupon_id ||
+		DatumGetInt32(is->values[a_stripe - 1]) != stripe)
+	{
+		stripe_keys(is, keys, stripe);
+		if (!fs_table_get(is->stripes, is->stripes_pkey, keys, 2, is->values, is->nulls, &tid))
+			return false;
+	}
 	issued = DatumGetInt64(is->values[a_issued - 1]);
 	if (issued >= DatumGetInt64(is->values[a_quantity - 1]))
 		return false;
 	is->values[a_issued - 1] = Int64GetDatum(issued + 1);
 	fs_writer_update(&is->stripe_writer, &tid, is->values, is->nulls);
+	dry->last_stripe = stripe;
+	dry->last_tid = tid;
 	return true;
 }
 
@@ -283,7 +301,7 @@ take_from(Issue *is, DryStripes *dry, int32 *cand, int n)
 			lock_stripe_wait(&tag, is->coupon_id, cand[0]);
 		}
 
-		if (take_from_stripe(is, cand[pick]))
+		if (take_from_stripe(is, dry, cand[pick]))
 			return cand[pick];
 
 		/* the stripe is empty: let it go, try the others */

@@ -125,6 +125,7 @@ extern Oid	fs_table_pkey(Relation rel);
 extern void fs_table_key(ScanKey key, Relation rel, const char *column, Datum value);
 extern bool fs_table_get(Relation rel, Oid index, ScanKey keys, int nkeys,
 						 Datum *values, bool *nulls, ItemPointer tid);
+extern bool fs_table_fetch(Relation rel, ItemPointer tid, Datum *values, bool *nulls);
 extern bool fs_table_has_trigger(Relation rel, const char *name);
 extern void fs_writer_begin(FsWriter *w, Relation rel, bool skip_fk);
 extern Relation fs_writer_index(FsWriter *w, const char *const *cols, int n);

@@ -24,12 +24,14 @@
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "storage/bufmgr.h"
 #include "optimizer/optimizer.h"
 #include "catalog/pg_am_d.h"
 #include "catalog/pg_type_d.h"
@@ -41,21 +43,57 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-/* Open flashsale.<name> and check the caller may do what perms says. */
+/*
+ * Open flashsale.<name> and check the caller may do what perms says.  The
+ * relation's OID is remembered per name; a remembered OID that no longer
+ * opens flashsale.<name> (the extension was recreated) is looked up again.
+ */
+#define FS_TABLE_CACHE 4
+
+static struct
+{
+	const char *name;			/* a string constant of the caller's */
+	Oid			relid;
+	Oid			nsp;
+}			table_oids[FS_TABLE_CACHE];
+
 Relation
 fs_table_open(const char *name, LOCKMODE lockmode, AclMode perms)
 {
-	Oid			nsp = get_namespace_oid("flashsale", false);
-	Oid			relid = get_relname_relid(name, nsp);
+	Oid			nsp;
+	Oid			relid;
 	Relation	rel;
+	int			slot = -1;
 
+	for (int i = 0; i < FS_TABLE_CACHE && slot < 0; i++)
+		if (table_oids[i].name == name || table_oids[i].name == NULL)
+			slot = i;
+	if (slot >= 0 && table_oids[slot].name == name &&
+		(rel = try_table_open(table_oids[slot].relid, lockmode)) != NULL)
+	{
+		if (strcmp(RelationGetRelationName(rel), name) == 0 &&
+			RelationGetNamespace(rel) == table_oids[slot].nsp)
+			goto opened;
+		table_close(rel, lockmode);
+	}
+
+	nsp = get_namespace_oid("flashsale", false);
+	relid = get_relname_relid(name, nsp);
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"flashsale.%s\" does not exist", name),
 				 errhint("Run ALTER EXTENSION flashsale UPDATE, or recreate the extension.")));
 	rel = table_open(relid, lockmode);
-	if (pg_class_aclmask(relid, GetUserId(), perms, ACLMASK_ALL) != perms)
+	if (slot >= 0)
+	{
+		table_oids[slot].name = name;
+		table_oids[slot].relid = relid;
+		table_oids[slot].nsp = nsp;
+	}
+
+opened:
+	if (pg_class_aclmask(RelationGetRelid(rel), GetUserId(), perms, ACLMASK_ALL) != perms)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, RelationGetRelationName(rel));
 	return rel;
 }
@@ -125,6 +163,35 @@ fs_table_get(Relation rel, Oid index, ScanKey keys, int nkeys,
 			*tid = tuple->t_self;
 	}
 	systable_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	return found;
+}
+
+/*
+ * The row version at tid, if the latest snapshot sees it: a cheap way back to
+ * a row whose current version the caller remembers.  tid may be stale (the
+ * caller checks the key columns: the slot may hold another row by now, or
+ * belong to a table since recreated).
+ */
+bool
+fs_table_fetch(Relation rel, ItemPointer tid, Datum *values, bool *nulls)
+{
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	bool		found = ItemPointerIsValid(tid) &&
+		/* vacuum may have truncated the table since */
+		ItemPointerGetBlockNumber(tid) < RelationGetNumberOfBlocks(rel) &&
+		table_tuple_fetch_row_version(rel, tid, snapshot, slot);
+
+	if (found)
+	{
+		int			natts = RelationGetDescr(rel)->natts;
+
+		slot_getallattrs(slot);
+		memcpy(values, slot->tts_values, sizeof(Datum) * natts);
+		memcpy(nulls, slot->tts_isnull, sizeof(bool) * natts);
+	}
+	ExecDropSingleTupleTableSlot(slot);
 	UnregisterSnapshot(snapshot);
 	return found;
 }
@@ -287,7 +354,10 @@ fs_writer_insert(FsWriter *w, const Datum *values, const bool *nulls)
 	ExecSimpleRelationInsert(w->rri, w->estate, fill_slot(w, values, nulls));
 }
 
-/* Replace the row at tid, whose current version the caller's lock protects. */
+/*
+ * Replace the row at tid, whose current version the caller's lock protects;
+ * tid is set to the new version.
+ */
 void
 fs_writer_update(FsWriter *w, ItemPointer tid, const Datum *values, const bool *nulls)
 {
@@ -299,6 +369,7 @@ fs_writer_update(FsWriter *w, ItemPointer tid, const Datum *values, const bool *
 	EvalPlanQualInit(&epq, w->estate, NULL, NIL, -1);
 	ExecSimpleRelationUpdate(w->rri, w->estate, &epq, old, fill_slot(w, values, nulls));
 	EvalPlanQualEnd(&epq);
+	*tid = w->slot->tts_tid;
 }
 
 /* Fire queued triggers, close everything; later reads of this transaction see the writes. */
