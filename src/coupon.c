@@ -244,36 +244,45 @@ refresh_dry(Issue *is, DryStripes *dry)
  * Under the stripe's lock: move one of its units to the member, if it has
  * one.  The row is found where this backend's last update of the stripe put
  * it when no one has moved it since (usual: issuers keep to their own
- * stripe), else through the primary key.
+ * stripe), else through the primary key; again through the key if a direct
+ * UPDATE changed it meanwhile.
  */
 static bool
 take_from_stripe(Issue *is, DryStripes *dry, int32 stripe)
 {
 	ScanKeyData keys[2];
-	ItemPointerData tid = dry->last_tid;
 	AttrNumber	a_stripe = fs_table_attnum(is->stripes, "stripe"),
 				a_coupon = fs_table_attnum(is->stripes, "coupon_id"),
 				a_quantity = fs_table_attnum(is->stripes, "quantity"),
 				a_issued = fs_table_attnum(is->stripes, "issued");
-	int64		issued;
 
-	if (dry->last_stripe != stripe ||
-		!fs_table_fetch(is->stripes, &tid, is->values, is->nulls) ||
-		DatumGetInt64(is->values[a_coupon - 1]) != is->coupon_id ||
-		DatumGetInt32(is->values[a_stripe - 1]) != stripe)
+	for (;;)
 	{
-		stripe_keys(is, keys, stripe);
-		if (!fs_table_get(is->stripes, is->stripes_pkey, keys, 2, is->values, is->nulls, &tid))
+		ItemPointerData tid = dry->last_tid;
+		int64		issued;
+
+		if (dry->last_stripe != stripe ||
+			!fs_table_fetch(is->stripes, &tid, is->values, is->nulls) ||
+			DatumGetInt64(is->values[a_coupon - 1]) != is->coupon_id ||
+			DatumGetInt32(is->values[a_stripe - 1]) != stripe)
+		{
+			stripe_keys(is, keys, stripe);
+			if (!fs_table_get(is->stripes, is->stripes_pkey, keys, 2,
+							  is->values, is->nulls, &tid))
+				return false;
+		}
+		issued = DatumGetInt64(is->values[a_issued - 1]);
+		if (issued >= DatumGetInt64(is->values[a_quantity - 1]))
 			return false;
+		is->values[a_issued - 1] = Int64GetDatum(issued + 1);
+		dry->last_stripe = -1;
+		if (fs_writer_update(&is->stripe_writer, &tid, is->values, is->nulls))
+		{
+			dry->last_stripe = stripe;
+			dry->last_tid = tid;
+			return true;
+		}
 	}
-	issued = DatumGetInt64(is->values[a_issued - 1]);
-	if (issued >= DatumGetInt64(is->values[a_quantity - 1]))
-		return false;
-	is->values[a_issued - 1] = Int64GetDatum(issued + 1);
-	fs_writer_update(&is->stripe_writer, &tid, is->values, is->nulls);
-	dry->last_stripe = stripe;
-	dry->last_tid = tid;
-	return true;
 }
 
 /*

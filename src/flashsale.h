@@ -130,7 +130,7 @@ extern bool fs_table_has_trigger(Relation rel, const char *name);
 extern void fs_writer_begin(FsWriter *w, Relation rel, bool skip_fk);
 extern Relation fs_writer_index(FsWriter *w, const char *const *cols, int n);
 extern void fs_writer_insert(FsWriter *w, const Datum *values, const bool *nulls);
-extern void fs_writer_update(FsWriter *w, ItemPointer tid, const Datum *values, const bool *nulls);
+extern bool fs_writer_update(FsWriter *w, ItemPointer tid, const Datum *values, const bool *nulls);
 extern void fs_writer_end(FsWriter *w);
 
 /* ---- advisory locks in flashsale's own key space (locks.c) ---- */

@@ -356,20 +356,55 @@ fs_writer_insert(FsWriter *w, const Datum *values, const bool *nulls)
 
 /*
  * Replace the row at tid, whose current version the caller's lock protects;
- * tid is set to the new version.
+ * tid is set to the new version.  False if the row was changed meanwhile by
+ * someone who did not take that lock (a direct UPDATE): the caller reads the
+ * row again.  A table with triggers goes through the executor's own update,
+ * which raises an error in that case instead.
  */
-void
+bool
 fs_writer_update(FsWriter *w, ItemPointer tid, const Datum *values, const bool *nulls)
 {
-	EPQState	epq;
-	TupleTableSlot *old = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->rel),
-												 &TTSOpsVirtual);
+	TupleTableSlot *slot = fill_slot(w, values, nulls);
+	Relation	rel = w->rel;
 
-	old->tts_tid = *tid;
-	EvalPlanQualInit(&epq, w->estate, NULL, NIL, -1);
-	ExecSimpleRelationUpdate(w->rri, w->estate, &epq, old, fill_slot(w, values, nulls));
-	EvalPlanQualEnd(&epq);
-	*tid = w->slot->tts_tid;
+	if (w->rri->ri_TrigDesc == NULL &&
+		!(rel->rd_att->constr && rel->rd_att->constr->has_generated_stored))
+	{
+		TM_FailureData tmfd;
+		LockTupleMode lockmode;
+		bool		update_indexes;
+
+		if (rel->rd_att->constr)
+			ExecConstraints(w->rri, slot, w->estate);
+		switch (table_tuple_update(rel, tid, slot, GetCurrentCommandId(true),
+								   w->estate->es_snapshot, InvalidSnapshot, true,
+								   &tmfd, &lockmode, &update_indexes))
+		{
+			case TM_Ok:
+				break;
+			case TM_Updated:
+			case TM_Deleted:
+				return false;
+			default:
+				elog(ERROR, "flashsale: unexpected outcome of an update of \"%s\"",
+					 RelationGetRelationName(rel));
+		}
+		if (update_indexes && w->rri->ri_NumIndices > 0)
+			list_free(ExecInsertIndexTuples(w->rri, slot, w->estate, true, false, NULL, NIL));
+	}
+	else
+	{
+		EPQState	epq;
+		TupleTableSlot *old = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(rel),
+													 &TTSOpsVirtual);
+
+		old->tts_tid = *tid;
+		EvalPlanQualInit(&epq, w->estate, NULL, NIL, -1);
+		ExecSimpleRelationUpdate(w->rri, w->estate, &epq, old, slot);
+		EvalPlanQualEnd(&epq);
+	}
+	*tid = slot->tts_tid;
+	return true;
 }
 
 /* Fire queued triggers, close everything; later reads of this transaction see the writes. */
