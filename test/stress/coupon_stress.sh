@@ -13,6 +13,8 @@ fs_pg_start "$dir/data" "$port"
 fs_psql "$port" "CREATE EXTENSION flashsale" >/dev/null
 fs_psql "$port" "SELECT flashsale.create_coupon('limit one', 100, 1)" >/dev/null    # coupon 1
 fs_psql "$port" "SELECT flashsale.create_coupon('limit three', 250, 3)" >/dev/null  # coupon 2
+fs_psql "$port" "SET flashsale.coupon_stripes = 2;
+                 SELECT flashsale.create_coupon('two stripes', 400, 2)" >/dev/null     # coupon 3
 
 cat > "$dir/issue.sql" <<'SQL'
 \set m random(1, :pool)
@@ -37,6 +39,11 @@ cat > "$dir/cancel.sql" <<'SQL'
 \set m random(1, :pool)
 SELECT flashsale.cancel_coupon(member_coupon_id) FROM flashsale.member_coupon
  WHERE coupon_id = :coupon AND member_id = :m ORDER BY seq LIMIT 1;
+SQL
+# an admin adding a unit to a stripe by hand, without flashsale's stripe lock
+cat > "$dir/topup.sql" <<'SQL'
+\set s random(0, 1)
+UPDATE flashsale.coupon_stripe SET quantity = quantity + 1 WHERE coupon_id = :coupon AND stripe = :s;
 SQL
 chmod 644 "$dir"/*.sql
 
@@ -76,5 +83,17 @@ fs_psql "$port" "SELECT count(*) FROM generate_series(1, 100) m, generate_series
                  WHERE flashsale.try_issue_coupon(m, 2) = 'issued'" >/dev/null
 invariants 2 250 3
 fs_check "coupon 2 status after filling" "$(fs_psql "$port" "SELECT flashsale.try_issue_coupon(1000, 2)")" sold_out
+
+echo "-- coupon 3: cap 400 in 2 stripes, limit 2, 1000 members; issuers queue on the stripes while"
+echo "   direct UPDATEs add units to them (no flashsale lock); then a pass issuing to everyone"
+bench 3 1000 -f "$dir/issue.sql@16" -f "$dir/issue_rollback.sql@2" -f "$dir/topup.sql@1" || fail=1
+fs_psql "$port" "SELECT count(*) FROM generate_series(1, 1000) m, generate_series(1, 2) k
+                 WHERE flashsale.try_issue_coupon(m, 3) = 'issued'" >/dev/null
+cap3=$(fs_psql "$port" "SELECT sum(quantity) FROM flashsale.coupon_stripe WHERE coupon_id = 3")
+echo "   quantity after the top-ups: $cap3"
+invariants 3 "$cap3" 2
+fs_check "coupon 3 stripes above their quantity" "$(fs_psql "$port" "
+    SELECT count(*) FROM flashsale.coupon_stripe WHERE coupon_id = 3 AND issued > quantity")" 0
+fs_check "coupon 3 status after filling" "$(fs_psql "$port" "SELECT flashsale.try_issue_coupon(5000, 3)")" sold_out
 
 exit $fail
