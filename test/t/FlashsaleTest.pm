@@ -296,6 +296,9 @@ my %scripts = (
 	  . "  FROM (SELECT flashsale.try_decrement_stock(1) AS l) s WHERE l IS NOT NULL;\n"
 	  . "ROLLBACK;\n",
 	buy_retry => "BEGIN;\nSELECT buy(1);\nCOMMIT;\n",
+	coupon => "\\set m random(1, 1000000)\nSELECT flashsale.try_issue_coupon(:m, 1);\n",
+	coupon_rollback => "\\set m random(1, 1000000)\nBEGIN;\n"
+	  . "SELECT flashsale.try_issue_coupon(:m, 1);\nROLLBACK;\n",
 	rollback_retry => "BEGIN;\nSELECT buy(1);\nROLLBACK;\n",);
 
 # pgbench_start(node, clients => 64, transactions => 100 (or duration => s),
