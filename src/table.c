@@ -27,14 +27,15 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am_d.h"
+#include "catalog/pg_class_d.h"
+#include "catalog/pg_type_d.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
-#include "storage/bufmgr.h"
 #include "optimizer/optimizer.h"
-#include "catalog/pg_am_d.h"
-#include "catalog/pg_type_d.h"
+#include "storage/bufmgr.h"
 #include "utils/acl.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -68,7 +69,9 @@ fs_table_open(const char *name, LOCKMODE lockmode, AclMode perms)
 	for (int i = 0; i < FS_TABLE_CACHE && slot < 0; i++)
 		if (table_oids[i].name == name || table_oids[i].name == NULL)
 			slot = i;
+	/* (the OID may belong to something else by now: only a table is opened) */
 	if (slot >= 0 && table_oids[slot].name == name &&
+		get_rel_relkind(table_oids[slot].relid) == RELKIND_RELATION &&
 		(rel = try_table_open(table_oids[slot].relid, lockmode)) != NULL)
 	{
 		if (strcmp(RelationGetRelationName(rel), name) == 0 &&
