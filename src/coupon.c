@@ -100,7 +100,7 @@ static void
 lock_guard(LOCKTAG *tag, int64 coupon_id)
 {
 	fs_locktag(tag, FS_LOCK_COUPON_GUARD, coupon_id, 0);
-	if (LockAcquire(tag, ShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+	if (!fs_lock_try_mode(tag, ShareLock))
 		fs_lock_wait_mode(tag, ShareLock, psprintf("coupon %lld", (long long) coupon_id));
 }
 

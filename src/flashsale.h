@@ -145,6 +145,7 @@ typedef enum FsLockKind
 
 extern void fs_locktag(LOCKTAG *tag, FsLockKind kind, int64 key1, int64 key2);
 extern bool fs_lock_try(const LOCKTAG *tag);
+extern bool fs_lock_try_mode(const LOCKTAG *tag, LOCKMODE mode);
 extern void fs_lock_wait(const LOCKTAG *tag, const char *what);
 extern void fs_lock_wait_mode(const LOCKTAG *tag, LOCKMODE mode, const char *what);
 extern void fs_lock_release(const LOCKTAG *tag);

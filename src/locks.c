@@ -30,7 +30,13 @@ fs_locktag(LOCKTAG *tag, FsLockKind kind, int64 key1, int64 key2)
 bool
 fs_lock_try(const LOCKTAG *tag)
 {
-	return LockAcquire(tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+	return fs_lock_try_mode(tag, ExclusiveLock);
+}
+
+bool
+fs_lock_try_mode(const LOCKTAG *tag, LOCKMODE mode)
+{
+	return LockAcquire(tag, mode, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
 /*

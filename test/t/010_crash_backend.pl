@@ -33,16 +33,7 @@ ok(wait_mid_sale($bench, $UNITS * 6 / 10), 'sale under way (60 % left)');
 
 # a pgbench backend in a transaction that has an xid (it has decremented
 # or is about to)
-my $victim;
-wait_until(
-	sub {
-		my ($ok, $out) = psql_raw($node,
-			"SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench'"
-			  . " AND backend_xid IS NOT NULL LIMIT 1");
-		$victim = $out if $ok && $out =~ /^\d+$/;
-		return defined $victim;
-	},
-	30);
+my $victim = pgbench_victim($node);
 ok(defined $victim, 'picked a pgbench backend in a transaction')
   or BAIL_OUT('no pgbench backend to kill');
 note "victim: pid $victim";
@@ -55,10 +46,7 @@ my $rc = pgbench_finish($bench);
 isnt($rc, -1, 'pgbench ended (its clients abort when their backends die)');
 note "pgbench exit status $rc (non-zero expected: its connections were lost)";
 
-$node->wait_for_log(qr/server process \(PID $victim\) was terminated by signal 9/,
-	$log_offset);
-$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
-$node->wait_for_log(qr/database system is ready to accept connections/, $log_offset);
+wait_crash_restart($node, $log_offset, $victim);
 ok(poll_sql($node, 'SELECT 1', '1', 60), 'node accepts connections after the crash restart');
 note "reservations in Redis right after the kill: $in_redis_after_kill";
 

@@ -26,24 +26,14 @@ my $bench = pgbench_start(
 ok(poll_sql($node, 'SELECT count(*) >= 3000 FROM flashsale.member_coupon', 't', 60),
 	'sale under way (3000 issued)');
 
-my $victim;
-wait_until(
-	sub {
-		my ($ok, $out) = psql_raw($node,
-			"SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench'"
-			  . " AND backend_xid IS NOT NULL LIMIT 1");
-		$victim = $out if $ok && $out =~ /^\d+$/;
-		return defined $victim;
-	},
-	30);
+my $victim = pgbench_victim($node);
 ok(defined $victim, 'picked a pgbench backend in a transaction')
   or BAIL_OUT('no pgbench backend to kill');
 
 my $log_offset = -s $node->logfile;
 ok(kill('KILL', $victim), "kill -9 $victim");
 isnt(pgbench_finish($bench), -1, 'pgbench ended (its clients abort when their backends die)');
-$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
-$node->wait_for_log(qr/database system is ready to accept connections/, $log_offset);
+wait_crash_restart($node, $log_offset, $victim);
 ok(poll_sql($node, 'SELECT 1', '1', 60), 'node accepts connections after the crash restart');
 
 my $check = sub {

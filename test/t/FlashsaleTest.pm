@@ -28,6 +28,7 @@ our @EXPORT = qw(
   new_node psql_raw wait_until poll_sql sql_row
   sale_setup pgbench_start pgbench_finish wait_mid_sale hold_reservation
   system_identifier sync_pass worker_status worker_pids check_stock
+  pgbench_victim wait_crash_restart
 );
 
 # ---------------------------------------------------------------- Redis
@@ -382,6 +383,37 @@ sub system_identifier
 	my ($node) = @_;
 	return $node->safe_psql('postgres',
 		'SELECT system_identifier FROM pg_control_system()');
+}
+
+# pgbench_victim(node): the pid of a pgbench backend in a transaction that
+# has an xid (it has written or is about to), waiting up to 30 s; undef if none.
+sub pgbench_victim
+{
+	my ($node) = @_;
+	my $victim;
+	wait_until(
+		sub {
+			my ($ok, $out) = psql_raw($node,
+				"SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench'"
+				  . " AND backend_xid IS NOT NULL LIMIT 1");
+			$victim = $out if $ok && $out =~ /^\d+$/;
+			return defined $victim;
+		},
+		30);
+	return $victim;
+}
+
+# wait_crash_restart(node, log_offset, pid): after a kill -9 of backend pid,
+# wait in the log (from log_offset) for its death, the restart of every
+# backend, and the end of crash recovery.
+sub wait_crash_restart
+{
+	my ($node, $log_offset, $pid) = @_;
+	$node->wait_for_log(qr/server process \(PID $pid\) was terminated by signal 9/,
+		$log_offset);
+	$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
+	$node->wait_for_log(qr/database system is ready to accept connections/, $log_offset);
+	return;
 }
 
 # hold_reservation(node, qty): a session that decremented product 1 by
