@@ -47,29 +47,34 @@ PG_FUNCTION_INFO_V1(fs_try_issue_coupon);
 PG_FUNCTION_INFO_V1(fs_cancel_coupon);
 PG_FUNCTION_INFO_V1(fs_coupon_guard);
 
+/* (every name qualified: these run as the extension's owner, see spi.c) */
 static FsQuery q_create = {
 	"WITH c AS (INSERT INTO flashsale.coupon"
 	"             (name, total_quantity, per_member_limit, starts_at, ends_at, stripes)"
 	"           VALUES ($1, $2, $3, $4, $5, $6) RETURNING coupon_id),"
 	"     s AS (INSERT INTO flashsale.coupon_stripe (coupon_id, stripe, quantity)"
-	"           SELECT c.coupon_id, g, $2 / $6 + CASE WHEN g < $2 % $6 THEN 1 ELSE 0 END"
-	"           FROM c, generate_series(0, $6 - 1) g)"
+	"           SELECT c.coupon_id, g,"
+	"                  ($2 OPERATOR(pg_catalog./) $6) OPERATOR(pg_catalog.+)"
+	"                  CASE WHEN g OPERATOR(pg_catalog.<) ($2 OPERATOR(pg_catalog.%) $6)"
+	"                       THEN 1 ELSE 0 END"
+	"           FROM c, pg_catalog.generate_series(0, $6 OPERATOR(pg_catalog.-) 1) g)"
 	" SELECT coupon_id FROM c",
 	6, {TEXTOID, INT8OID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}
 };
 
 static FsQuery q_cancel_find = {
 	"SELECT coupon_id, member_id, stripe FROM flashsale.member_coupon"
-	" WHERE member_coupon_id = $1",
+	" WHERE member_coupon_id OPERATOR(pg_catalog.=) $1",
 	1, {INT8OID}
 };
 
 static FsQuery q_cancel = {
-	"WITH d AS (DELETE FROM flashsale.member_coupon WHERE member_coupon_id = $1"
-	"           RETURNING coupon_id, stripe),"
-	"     u AS (UPDATE flashsale.coupon_stripe s SET issued = s.issued - 1 FROM d"
-	"           WHERE s.coupon_id = d.coupon_id AND s.stripe = d.stripe RETURNING 1)"
-	" SELECT count(*) FROM d",
+	"WITH d AS (DELETE FROM flashsale.member_coupon"
+	"           WHERE member_coupon_id OPERATOR(pg_catalog.=) $1 RETURNING coupon_id, stripe),"
+	"     u AS (UPDATE flashsale.coupon_stripe s SET issued = s.issued OPERATOR(pg_catalog.-) 1"
+	"           FROM d WHERE s.coupon_id OPERATOR(pg_catalog.=) d.coupon_id"
+	"                    AND s.stripe OPERATOR(pg_catalog.=) d.stripe RETURNING 1)"
+	" SELECT pg_catalog.count(*) FROM d",
 	1, {INT8OID}
 };
 
@@ -332,7 +337,7 @@ take_unit(Issue *is, int32 nstripes)
 	int32		stripe = -1;
 	int			natts;
 
-	is->stripes = fs_table_open("coupon_stripe", RowExclusiveLock, ACL_SELECT | ACL_UPDATE);
+	is->stripes = fs_table_open("coupon_stripe", RowExclusiveLock);
 	is->stripes_pkey = fs_table_pkey(is->stripes);
 	natts = RelationGetDescr(is->stripes)->natts;
 	is->values = palloc(sizeof(Datum) * natts);
@@ -482,7 +487,7 @@ give_unit(Issue *is, FsWriter *w, int32 stripe)
 static FsStatus
 read_coupon(Issue *is, int32 *nstripes)
 {
-	Relation	coupons = fs_table_open("coupon", AccessShareLock, ACL_SELECT);
+	Relation	coupons = fs_table_open("coupon", AccessShareLock);
 	int			natts = RelationGetDescr(coupons)->natts;
 	Datum	   *values = palloc(sizeof(Datum) * natts);
 	bool	   *nulls = palloc(sizeof(bool) * natts);
@@ -518,15 +523,17 @@ issue_core(int64 member_id, int64 coupon_id, int64 *member_coupon_id)
 	Issue		is = {.coupon_id = coupon_id,.member_id = member_id};
 	int32		nstripes = 0;
 	FsStatus	status;
+	FsUser		caller;
 
 	lock_member(&member_tag, coupon_id, member_id);
 	lock_guard(&guard_tag, coupon_id);
 
+	/* the tables are read and written as their owner (owner.c) */
+	fs_become_owner(&caller);
 	status = read_coupon(&is, &nstripes);
 	if (status == FS_ISSUED)
 	{
-		Relation	units = fs_table_open("member_coupon", RowExclusiveLock,
-										  ACL_SELECT | ACL_INSERT);
+		Relation	units = fs_table_open("member_coupon", RowExclusiveLock);
 		FsWriter	w;
 		int32	   *seqs;
 		int			nseqs;
@@ -549,6 +556,7 @@ issue_core(int64 member_id, int64 coupon_id, int64 *member_coupon_id)
 		fs_writer_end(&w);
 		table_close(units, NoLock);
 	}
+	fs_restore_user(&caller);
 
 	if (status != FS_ISSUED)
 	{
@@ -629,6 +637,7 @@ fs_cancel_coupon(PG_FUNCTION_ARGS)
 	fs_require_arg(fcinfo, 0, "member_coupon_id");
 	member_coupon_id = PG_GETARG_INT64(0);
 	value = Int64GetDatum(member_coupon_id);
+	PreventCommandIfReadOnly("flashsale.cancel_coupon()");
 
 	fs_spi_connect();
 	if (fs_spi_run(&q_cancel_find, &value, NULL, true) == 0)
@@ -695,6 +704,7 @@ fs_create_coupon(PG_FUNCTION_ARGS)
 				 errmsg("ends_at must be later than starts_at")));
 
 	nstripes = (int32) Min((int64) fs_coupon_stripes, total);
+	PreventCommandIfReadOnly("flashsale.create_coupon()");
 
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = Int64GetDatum(total);

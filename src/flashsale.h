@@ -94,6 +94,17 @@ extern void fs_raise_status(FsStatus status, int64 member_id, int64 coupon_id) p
 extern void fs_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
 extern ErrorData *fs_try_subxact(void (*fn) (void *arg), void *arg);
 
+/* ---- running as the extension's owner (owner.c) ---- */
+typedef struct FsUser
+{
+	Oid			userid;
+	int			sec_context;
+} FsUser;
+
+extern Oid	fs_owner(void);
+extern void fs_become_owner(FsUser *saved);
+extern void fs_restore_user(const FsUser *saved);
+
 /* ---- SPI (spi.c): the one path every query of flashsale takes ---- */
 #define FS_MAX_ARGS 8
 
@@ -119,7 +130,7 @@ typedef struct FsWriter
 	struct TupleTableSlot *slot;
 } FsWriter;
 
-extern Relation fs_table_open(const char *name, LOCKMODE lockmode, AclMode perms);
+extern Relation fs_table_open(const char *name, LOCKMODE lockmode);
 extern AttrNumber fs_table_attnum(Relation rel, const char *column);
 extern Oid	fs_table_pkey(Relation rel);
 extern void fs_table_key(ScanKey key, Relation rel, const char *column, Datum value);

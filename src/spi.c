@@ -6,6 +6,13 @@
  * checks do: flashsale reads counters and a member's units only while holding
  * the advisory lock that guards them, so the latest committed state is the
  * truth, under READ COMMITTED and REPEATABLE READ alike.
+ *
+ * Queries run as the extension's owner (owner.c): the caller's EXECUTE on
+ * the flashsale function is what allowed them, not privileges on the
+ * tables.  So every query text qualifies all it names — flashsale.<table>,
+ * pg_catalog.<function>, OPERATOR(pg_catalog.<op>), parenthesised since
+ * OPERATOR() has the precedence of "any other operator" — and nothing of
+ * the caller's search_path can run in its place.
  */
 #include "flashsale.h"
 
@@ -33,7 +40,9 @@ uint64
 fs_spi_run(FsQuery *query, Datum *values, const char *nulls, bool read_only)
 {
 	int			rc;
+	FsUser		caller;
 
+	fs_become_owner(&caller);
 	if (query->plan == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare(query->sql, query->nargs, query->argtypes);
@@ -49,6 +58,7 @@ fs_spi_run(FsQuery *query, Datum *values, const char *nulls, bool read_only)
 	rc = SPI_execute_snapshot(query->plan, values, nulls,
 							  GetLatestSnapshot(), InvalidSnapshot,
 							  read_only, true, 0);
+	fs_restore_user(&caller);
 	if (rc < 0)
 		elog(ERROR, "flashsale: query failed: %s: \"%s\"",
 			 SPI_result_code_string(rc), query->sql);

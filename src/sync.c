@@ -28,6 +28,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/procarray.h"
 #include "utils/builtins.h"
@@ -40,18 +41,23 @@ static FsQuery q_products = {
 	"SELECT product_id FROM flashsale.stock ORDER BY product_id", 0
 };
 
+/* (every name qualified: these run as the extension's owner, see spi.c) */
 static FsQuery q_kept = {
-	"SELECT coalesce(sum(quantity), 0)::bigint FROM flashsale.stock_ledger"
-	" WHERE product_id = $1 AND xid = $2 AND quantity > 0",
+	"SELECT coalesce(pg_catalog.sum(quantity), 0)::pg_catalog.int8 FROM flashsale.stock_ledger"
+	" WHERE product_id OPERATOR(pg_catalog.=) $1 AND xid OPERATOR(pg_catalog.=) $2"
+	"   AND quantity OPERATOR(pg_catalog.>) 0",
 	2, {INT8OID, XID8OID}
 };
 
 static FsQuery q_fold = {
-	"WITH d AS (DELETE FROM flashsale.stock_ledger WHERE product_id = $1 RETURNING quantity)"
+	"WITH d AS (DELETE FROM flashsale.stock_ledger WHERE product_id OPERATOR(pg_catalog.=) $1"
+	"           RETURNING quantity)"
 	" UPDATE flashsale.stock"
-	"    SET quantity = quantity - (SELECT coalesce(sum(quantity), 0) FROM d), updated_at = now()"
-	"  WHERE product_id = $1"
-	" RETURNING (SELECT count(*) FROM d)",
+	"    SET quantity = quantity OPERATOR(pg_catalog.-)"
+	"                   (SELECT coalesce(pg_catalog.sum(quantity), 0) FROM d),"
+	"        updated_at = pg_catalog.now()"
+	"  WHERE product_id OPERATOR(pg_catalog.=) $1"
+	" RETURNING (SELECT pg_catalog.count(*) FROM d)",
 	1, {INT8OID}
 };
 
@@ -240,6 +246,7 @@ fs_sync_all(FsSyncCounts *c)
 	int64	   *products;
 
 	memset(c, 0, sizeof(*c));
+	PreventCommandIfReadOnly("flashsale.sync_stock()");
 	if (fs_stock_has_reservations())
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),

@@ -30,6 +30,7 @@
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -218,6 +219,12 @@ fs_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(fs_database, NULL, 0);
+	/*
+	 * The worker runs as a superuser: whatever search_path the database's
+	 * settings give it, look in pg_catalog only (flashsale's queries also
+	 * qualify every name; this is the second lock on the door).
+	 */
+	SetConfigOption("search_path", "pg_catalog", PGC_SUSET, PGC_S_OVERRIDE);
 
 	SpinLockAcquire(&state->mutex);
 	state->pid = MyProcPid;
