@@ -133,7 +133,7 @@ WHERE coupon_id = 2 AND member_id = 4001 ORDER BY seq;
 BEGIN READ ONLY;
 SELECT pg_temp.try($$SELECT flashsale.try_issue_coupon(5001, 2)$$);
 ROLLBACK;
--- a role without privileges on the tables: 42501, nothing written
+-- a role without grants (EXECUTE is the capability): 42501, nothing written
 CREATE ROLE fs_coupon_nobody;
 SET ROLE fs_coupon_nobody;
 SELECT pg_temp.try($$SELECT flashsale.try_issue_coupon(5002, 2)$$);

@@ -18,7 +18,20 @@
  * database truth (quantity minus ledger) under that lock in exclusive mode,
  * so no reservation can be in flight while it is computed.  set_stock and
  * restore_stock change the truth in the database and delete the product's
- * Redis keys just before commit, so the next decrement reloads it.
+ * Redis keys just before commit, so the next decrement reloads it; so does
+ * deleting a product's row from flashsale.stock (trigger stock_forget).
+ *
+ * Keys name the installation they belong to: the system identifier, the
+ * database and the relfilenode of flashsale.stock (new at every CREATE
+ * EXTENSION, and at every TRUNCATE or VACUUM FULL of the table), beside
+ * flashsale.key_prefix.  Two databases on one Redis never share a product,
+ * and a dropped and re-created (or truncated) stock table never reads what
+ * was left in Redis: a product exists only through its row in
+ * flashsale.stock, from which Redis is (re)loaded.  A new generation of keys
+ * is always safe: a reload waits for the reservations in flight, which give
+ * back (if they abort) to the keys they were made under.  A physical
+ * standby promoted after a failover has the same three, and goes on with
+ * the keys.
  */
 #include "flashsale.h"
 
@@ -27,7 +40,11 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -35,7 +52,10 @@
 #include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(fs_set_stock);
 PG_FUNCTION_INFO_V1(fs_decrement_stock);
@@ -45,45 +65,63 @@ PG_FUNCTION_INFO_V1(fs_restore_stock);
 PG_FUNCTION_INFO_V1(fs_stock_level);
 PG_FUNCTION_INFO_V1(fs_stock_redis);
 PG_FUNCTION_INFO_V1(fs_reload_stock);
+PG_FUNCTION_INFO_V1(fs_stock_keys);
+PG_FUNCTION_INFO_V1(fs_stock_forget);
 
 /* Lua numbers are doubles: every stock figure stays at or below 2^53 - 1 (FS_MAX_STOCK). */
 #define FS_MAX_ITEMS 100
 #define FS_MAX_SETTLE 32
 
 
+/* (every name qualified: these run as the extension's owner, see spi.c) */
 static FsQuery q_truth = {
-	"SELECT (s.quantity - coalesce((SELECT sum(l.quantity) FROM flashsale.stock_ledger l"
-	"                               WHERE l.product_id = s.product_id), 0))::bigint"
-	" FROM flashsale.stock s WHERE s.product_id = $1",
+	"SELECT (s.quantity OPERATOR(pg_catalog.-)"
+	"        coalesce((SELECT pg_catalog.sum(l.quantity) FROM flashsale.stock_ledger l"
+	"                  WHERE l.product_id OPERATOR(pg_catalog.=) s.product_id), 0))::pg_catalog.int8"
+	" FROM flashsale.stock s WHERE s.product_id OPERATOR(pg_catalog.=) $1",
 	1, {INT8OID}
 };
 
 static FsQuery q_ledger = {
 	"INSERT INTO flashsale.stock_ledger (product_id, quantity)"
-	" SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+	" SELECT * FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]),"
+	"                          pg_catalog.unnest($2::pg_catalog.int8[]))",
 	2, {INT8ARRAYOID, INT8ARRAYOID}
 };
 
 /* waits for a sync pass folding the ledger into this row to commit */
 static FsQuery q_lock_row = {
-	"SELECT 1 FROM flashsale.stock WHERE product_id = $1 FOR UPDATE",
+	"SELECT 1 FROM flashsale.stock WHERE product_id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
 	1, {INT8OID}
 };
 
 static FsQuery q_set = {
 	"INSERT INTO flashsale.stock AS s (product_id, quantity)"
-	" VALUES ($1, $2 + coalesce((SELECT sum(quantity) FROM flashsale.stock_ledger"
-	"                            WHERE product_id = $1), 0))"
+	" VALUES ($1, $2 OPERATOR(pg_catalog.+)"
+	"             coalesce((SELECT pg_catalog.sum(l.quantity) FROM flashsale.stock_ledger l"
+	"                       WHERE l.product_id OPERATOR(pg_catalog.=) $1), 0))"
 	" ON CONFLICT (product_id) DO UPDATE"
-	" SET quantity = EXCLUDED.quantity, updated_at = now()",
+	" SET quantity = EXCLUDED.quantity, updated_at = pg_catalog.now()",
 	2, {INT8OID, INT8OID}
 };
 
 /* ---- per-transaction state ---- */
 
+/*
+ * A product's Redis keys, named while the transaction can read the catalog:
+ * abort and commit callbacks and the exit hook use them as they were.
+ */
+typedef struct ProductKeys
+{
+	int64		product;
+	char	   *stock;
+	char	   *reserved;
+} ProductKeys;
+
 typedef struct Reservation
 {
 	int64		product;
+	ProductKeys keys;
 	int64		qty;
 	SubTransactionId subid;
 	bool		uncertain;		/* the call failed: it may or may not have taken units */
@@ -92,29 +130,59 @@ typedef struct Reservation
 
 typedef struct Settle
 {
-	int64		product;
+	char	   *reserved;		/* the product's reservation key */
 	char		txn[64];
 } Settle;
 
 static MemoryContext xact_cxt = NULL;	/* reservations, dirty products */
 static List *reservations = NIL;
-static List *dirty = NIL;		/* products whose Redis keys go at pre-commit */
+static List *dirty = NIL;		/* ProductKeys whose keys go at pre-commit */
 static char txn_ident[64] = "";
 
 static MemoryContext settle_cxt = NULL; /* outlives transactions */
 static List *settles = NIL;		/* committed reservations to drop in Redis */
 static bool exit_hook = false;
 
+/* "<system identifier>.<database>.<flashsale.stock's relfilenode>": see the top */
+static const char *
+installation(void)
+{
+	static Oid	node = InvalidOid;
+	static Oid	dbid = InvalidOid;
+	static char ident[64];
+	Oid			relid = get_relname_relid("stock", get_namespace_oid("flashsale", false));
+	HeapTuple	tup = OidIsValid(relid) ? SearchSysCache1(RELOID, ObjectIdGetDatum(relid)) : NULL;
+	Oid			now;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"flashsale.stock\" does not exist"),
+				 errhint("Run ALTER EXTENSION flashsale UPDATE, or recreate the extension.")));
+	now = ((Form_pg_class) GETSTRUCT(tup))->relfilenode;
+	ReleaseSysCache(tup);
+	if (now != node || dbid != MyDatabaseId)
+	{
+		snprintf(ident, sizeof(ident), "%llu.%u.%u",
+				 (unsigned long long) GetSystemIdentifier(), MyDatabaseId, now);
+		node = now;
+		dbid = MyDatabaseId;
+	}
+	return ident;
+}
+
+/* The product's keys share the hash tag {product}. */
 char *
 fs_stock_key(int64 product)
 {
-	return psprintf("%sstock:product:%lld", fs_key_prefix, (long long) product);
+	return psprintf("%sstock:%s:{%lld}", fs_key_prefix, installation(), (long long) product);
 }
 
 char *
 fs_reserved_key(int64 product)
 {
-	return psprintf("%sstock:reserved:%lld", fs_key_prefix, (long long) product);
+	return psprintf("%sstock:%s:{%lld}:reserved", fs_key_prefix, installation(),
+					(long long) product);
 }
 
 static const char *
@@ -193,12 +261,21 @@ lock_product(int64 product, LOCKMODE mode)
 }
 
 static void
+name_keys(ProductKeys *k, int64 product)
+{
+	k->product = product;
+	k->stock = fs_stock_key(product);
+	k->reserved = fs_reserved_key(product);
+}
+
+static void
 mark_dirty(int64 product)
 {
 	MemoryContext old = MemoryContextSwitchTo(xact_cxt);
+	ProductKeys *k = palloc(sizeof(ProductKeys));
 
-	dirty = lappend(dirty, palloc(sizeof(int64)));
-	*(int64 *) llast(dirty) = product;
+	name_keys(k, product);
+	dirty = lappend(dirty, k);
 	MemoryContextSwitchTo(old);
 }
 
@@ -221,9 +298,9 @@ give_back(List *items)
 		return;
 	argv = palloc(sizeof(char *) * (4 * n + 2));
 	foreach(lc, items)
-		argv[k++] = fs_stock_key(((Reservation *) lfirst(lc))->product);
+		argv[k++] = ((Reservation *) lfirst(lc))->keys.stock;
 	foreach(lc, items)
-		argv[k++] = fs_reserved_key(((Reservation *) lfirst(lc))->product);
+		argv[k++] = ((Reservation *) lfirst(lc))->keys.reserved;
 	argv[k++] = psprintf("%d", n);
 	argv[k++] = txn_ident;
 	foreach(lc, items)
@@ -274,8 +351,8 @@ undo_reservations(List *items)
 		argv[k++] = "DEL";
 		foreach(lc, doubtful)
 		{
-			argv[k++] = fs_stock_key(((Reservation *) lfirst(lc))->product);
-			argv[k++] = fs_reserved_key(((Reservation *) lfirst(lc))->product);
+			argv[k++] = ((Reservation *) lfirst(lc))->keys.stock;
+			argv[k++] = ((Reservation *) lfirst(lc))->keys.reserved;
 		}
 		fs_redis_free(fs_redis_command(k, argv, NULL, false));
 	}
@@ -294,8 +371,8 @@ drop_dirty_keys(void)
 	argv[k++] = "DEL";
 	foreach(lc, dirty)
 	{
-		argv[k++] = fs_stock_key(*(int64 *) lfirst(lc));
-		argv[k++] = fs_reserved_key(*(int64 *) lfirst(lc));
+		argv[k++] = ((ProductKeys *) lfirst(lc))->stock;
+		argv[k++] = ((ProductKeys *) lfirst(lc))->reserved;
 	}
 	fs_redis_free(fs_redis_command(k, argv, NULL, true));
 }
@@ -317,7 +394,7 @@ flush_settles_at_exit(int code, Datum arg)
 		return;
 	argv = palloc(sizeof(char *) * (2 * n + 3));
 	foreach(lc, settles)
-		argv[k++] = fs_reserved_key(((Settle *) lfirst(lc))->product);
+		argv[k++] = ((Settle *) lfirst(lc))->reserved;
 	argv[k++] = "0";
 	argv[k++] = "";
 	argv[k++] = psprintf("%d", n);
@@ -343,13 +420,13 @@ remember_settles(void)
 		foreach(lc2, settles)
 		{
 			s = lfirst(lc2);
-			if (s->product == r->product && strcmp(s->txn, txn_ident) == 0)
+			if (strcmp(s->reserved, r->keys.reserved) == 0 && strcmp(s->txn, txn_ident) == 0)
 				seen = true;
 		}
 		if (seen)
 			continue;
 		s = palloc(sizeof(Settle));
-		s->product = r->product;
+		s->reserved = pstrdup(r->keys.reserved);
 		strlcpy(s->txn, txn_ident, sizeof(s->txn));
 		settles = lappend(settles, s);
 	}
@@ -568,21 +645,6 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 		for (int i = 0; i < n; i++)
 			lock_product(products[i], ShareLock);
 
-		/* keys: stock, reservations, reservations to settle */
-		for (int i = 0; i < n; i++)
-			argv[argc++] = fs_stock_key(products[i]);
-		for (int i = 0; i < n; i++)
-			argv[argc++] = fs_reserved_key(products[i]);
-		for (int i = 0; i < nsettle; i++)
-			argv[argc++] = fs_reserved_key(((Settle *) list_nth(settles, i))->product);
-		argv[argc++] = psprintf("%d", n);
-		argv[argc++] = txn_ident;
-		for (int i = 0; i < n; i++)
-			argv[argc++] = psprintf("%lld", (long long) qtys[i]);
-		argv[argc++] = psprintf("%d", nsettle);
-		for (int i = 0; i < nsettle; i++)
-			argv[argc++] = ((Settle *) list_nth(settles, i))->txn;
-
 		/* recorded before the call: if it fails midway, abort gives back what it took */
 		old = MemoryContextSwitchTo(xact_cxt);
 		for (int i = 0; i < n; i++)
@@ -590,6 +652,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 			Reservation *res = palloc(sizeof(Reservation));
 
 			res->product = products[i];
+			name_keys(&res->keys, products[i]);
 			res->qty = qtys[i];
 			res->subid = GetCurrentSubTransactionId();
 			res->uncertain = true;
@@ -599,9 +662,31 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 		}
 		MemoryContextSwitchTo(old);
 
+		/* keys: stock, reservations, reservations to settle */
+		for (int i = 0; i < n; i++)
+			argv[argc++] = ((Reservation *) list_nth(mine, i))->keys.stock;
+		for (int i = 0; i < n; i++)
+			argv[argc++] = ((Reservation *) list_nth(mine, i))->keys.reserved;
+		for (int i = 0; i < nsettle; i++)
+			argv[argc++] = ((Settle *) list_nth(settles, i))->reserved;
+		argv[argc++] = psprintf("%d", n);
+		argv[argc++] = txn_ident;
+		for (int i = 0; i < n; i++)
+			argv[argc++] = psprintf("%lld", (long long) qtys[i]);
+		argv[argc++] = psprintf("%d", nsettle);
+		for (int i = 0; i < nsettle; i++)
+			argv[argc++] = ((Settle *) list_nth(settles, i))->txn;
+
 		r = fs_redis_script(&fs_script_decrement, 2 * n + nsettle, argc, argv, NULL, true);
 
 		/* the settles went along: forget them */
+		for (int i = 0; i < nsettle; i++)
+		{
+			Settle	   *done = list_nth(settles, i);
+
+			pfree(done->reserved);
+			pfree(done);
+		}
 		old = MemoryContextSwitchTo(settle_cxt);
 		settles = list_delete_first_n(settles, nsettle);
 		MemoryContextSwitchTo(old);
@@ -704,6 +789,7 @@ decrement_one(FunctionCallInfo fcinfo, bool raise)
 	product = PG_GETARG_INT64(0);
 	qty = PG_GETARG_INT64(1);
 	check_quantity(qty, 1, "quantity");
+	PreventCommandIfReadOnly(raise ? "flashsale.decrement_stock()" : "flashsale.try_decrement_stock()");
 
 	if (reserve(1, &product, &qty, &left, &short_item, &short_left) == NOT_ENOUGH)
 	{
@@ -787,6 +873,7 @@ fs_decrement_stock_multi(PG_FUNCTION_ARGS)
 						 errhint("Add up its quantities into one item.")));
 	}
 
+	PreventCommandIfReadOnly("flashsale.decrement_stock()");
 	left = palloc(sizeof(int64) * n);
 	if (reserve(n, products, qtys, left, &short_item, &short_left) == NOT_ENOUGH)
 		not_enough(products[short_item], qtys[short_item], short_left);
@@ -812,6 +899,7 @@ fs_set_stock(PG_FUNCTION_ARGS)
 	product = PG_GETARG_INT64(0);
 	qty = PG_GETARG_INT64(1);
 	check_quantity(qty, 0, "quantity");
+	PreventCommandIfReadOnly("flashsale.set_stock()");
 	ensure_memory();
 
 	/* no reservation of it may be in flight while its truth changes */
@@ -838,6 +926,7 @@ fs_restore_stock(PG_FUNCTION_ARGS)
 	product = PG_GETARG_INT64(0);
 	qty = PG_GETARG_INT64(1);
 	check_quantity(qty, 1, "quantity");
+	PreventCommandIfReadOnly("flashsale.restore_stock()");
 	ensure_memory();
 
 	/* share mode, like decrementers: a reload waits until this commits */
@@ -962,4 +1051,53 @@ fs_reload_stock(PG_FUNCTION_ARGS)
 	had = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
 	fs_redis_free(r);
 	PG_RETURN_BOOL(had);
+}
+
+/* stock_keys(product_id) -> (stock_key, reserved_key): the product's Redis keys here */
+Datum
+fs_stock_keys(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	int64		product;
+
+	fs_require_arg(fcinfo, 0, "product_id");
+	product = PG_GETARG_INT64(0);
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = CStringGetTextDatum(fs_stock_key(product));
+	values[1] = CStringGetTextDatum(fs_reserved_key(product));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * Trigger stock_forget on flashsale.stock: a product whose row is deleted
+ * stops being sellable.  Like set_stock, it waits for the transactions with
+ * units of it in flight and drops its Redis keys just before commit; the
+ * next decrement finds no row and fails with FS011.  (A TRUNCATE needs no
+ * trigger: it gives the table a new relfilenode, hence new keys.)
+ */
+Datum
+fs_stock_forget(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	bool		isnull;
+	int64		product;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("stock_forget must be called as a trigger")));
+	if (!TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("stock_forget must be a row trigger on DELETE")));
+	product = DatumGetInt64(heap_getattr(trigdata->tg_trigtuple,
+										 fs_table_attnum(trigdata->tg_relation, "product_id"),
+										 RelationGetDescr(trigdata->tg_relation), &isnull));
+	ensure_memory();
+	lock_product(product, ExclusiveLock);
+	mark_dirty(product);
+	return PointerGetDatum(NULL);
 }

@@ -252,8 +252,9 @@ hung_top() { # label how
     hang "$2"
     expect_08 "$1: decrement_stock" "$HT" "SELECT flashsale.decrement_stock(1)" "127.0.0.1:$rport" 1500
     await_unhung
-    echo "   Redis after the hang: left $(fs_redis "$rport" GET stock:product:1)," \
-        "reservations {$(fs_redis "$rport" HGETALL stock:reserved:1 | paste -sd' ')}"
+    IFS='|' read -r skey rkey < <(fs_psql "$port" "SELECT * FROM flashsale.stock_keys(1)")
+    echo "   Redis after the hang: left $(fs_redis "$rport" GET "$skey")," \
+        "reservations {$(fs_redis "$rport" HGETALL "$rkey" | paste -sd' ')}"
     exact "$1, after the hang"
     decrement_ok "$1, a later decrement"
     exact "$1, after a later decrement"

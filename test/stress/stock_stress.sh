@@ -88,9 +88,10 @@ bench=$!
 # Flush Redis while product 1 is being sold: once when 60 % of it is left,
 # once when 20 % is (the keys come back from the database truth).
 flushes=0
+key1=$(fs_psql "$port" "SELECT stock_key FROM flashsale.stock_keys(1)")
 for threshold in $((STOCK1 * 6 / 10)) $((STOCK1 * 2 / 10)); do
     while kill -0 "$bench" 2>/dev/null; do
-        left=$(fs_redis "$rport" GET stock:product:1)
+        left=$(fs_redis "$rport" GET "$key1")
         if [ -n "$left" ] && [ "$left" -le "$threshold" ] && [ "$left" -gt 0 ]; then
             fs_redis "$rport" FLUSHALL >/dev/null
             if kill -0 "$bench" 2>/dev/null; then

@@ -24,7 +24,7 @@ ok($worker_before, "worker running (pid $worker_before)");
 
 # A transaction that surely dies with a reservation: 5 units, never ended.
 my ($held, $held_field, $held_pid) = hold_reservation($node, $HELD);
-is(redis_cmd('HGET', 'stock:reserved:1', $held_field),
+is(redis_cmd('HGET', reserved_key($node), $held_field),
 	$HELD, "open transaction's reservation recorded in Redis ($held_field)");
 
 # ~1000 attempts a second for up to a minute: the crash ends it long before
@@ -40,7 +40,7 @@ note "victim: pid $victim";
 
 my $log_offset = -s $node->logfile;
 ok(kill('KILL', $victim), "kill -9 $victim");
-my $in_redis_after_kill = redis_cmd('HLEN', 'stock:reserved:1');
+my $in_redis_after_kill = redis_cmd('HLEN', reserved_key($node));
 
 my $rc = pgbench_finish($bench);
 isnt($rc, -1, 'pgbench ended (its clients abort when their backends die)');
@@ -65,7 +65,7 @@ ok( poll_sql(
 my $w = worker_status($node);
 note 'worker after restart: ' . join(', ', map { "$_=$w->{$_}" } sort keys %$w);
 
-is(redis_cmd('HEXISTS', 'stock:reserved:1', $held_field),
+is(redis_cmd('HEXISTS', reserved_key($node), $held_field),
 	0, 'the dead open transaction\'s reservation is settled');
 
 my $pass = sync_pass($node);

@@ -35,7 +35,7 @@ ok($at, 'sale under way (60 % left)');
 my $old_pid = redis_pid();
 redis_restart();
 isnt(redis_pid(), $old_pid, 'Redis restarted (new process, same port)');
-my $restarted_with = redis_cmd('GET', 'stock:product:1');
+my $restarted_with = redis_cmd('GET', stock_key($node));
 note 'stock key right after the restart: '
   . ($restarted_with // '') . ' (empty: not reloaded yet)';
 
@@ -44,7 +44,7 @@ note 'stock key right after the restart: '
 my $reloaded_left;
 ok( wait_until(
 		sub {
-			my $l = redis_cmd('GET', 'stock:product:1');
+			my $l = redis_cmd('GET', stock_key($node));
 			$reloaded_left = $l if defined $l && $l =~ /^\d+$/;
 			return defined $reloaded_left;
 		},

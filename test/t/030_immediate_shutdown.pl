@@ -21,14 +21,14 @@ ok(poll_sql($node, 'SELECT passes >= 1 FROM flashsale.worker_status', 't', 30),
 my ($worker_before) = worker_pids($node);
 
 my ($held, $held_field) = hold_reservation($node, $HELD);
-is(redis_cmd('HGET', 'stock:reserved:1', $held_field),
+is(redis_cmd('HGET', reserved_key($node), $held_field),
 	$HELD, 'open transaction\'s reservation recorded in Redis');
 
 my $bench = pgbench_start($node, clients => 64, duration => 60, rate => 1000);
 ok(wait_mid_sale($bench, $UNITS * 6 / 10), 'sale under way (60 % left)');
 
 $node->stop('immediate');
-my $in_redis = redis_cmd('HLEN', 'stock:reserved:1');
+my $in_redis = redis_cmd('HLEN', reserved_key($node));
 note "reservations in Redis after the immediate shutdown: $in_redis";
 cmp_ok($in_redis, '>=', 1, 'reservations were left in Redis');
 
@@ -52,7 +52,7 @@ is( $node->safe_psql('postgres',
 		"SELECT datname FROM pg_stat_activity WHERE backend_type = 'flashsale worker'"),
 	'postgres',
 	'worker connected to database postgres');
-is(redis_cmd('HEXISTS', 'stock:reserved:1', $held_field),
+is(redis_cmd('HEXISTS', reserved_key($node), $held_field),
 	0, 'the open transaction\'s reservation is settled');
 
 my $pass = sync_pass($node);

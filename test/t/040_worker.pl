@@ -52,18 +52,18 @@ $w = worker_status($node);
 is($w->{passes}, $passes + 1, 'exactly one pass');
 is($w->{products_synced}, 1, 'it synced the product');
 cmp_ok($w->{products_reloaded}, '>=', 1, 'and loaded it into Redis (set_stock dropped its keys)');
-is(redis_cmd('GET', 'stock:product:1'), $UNITS, "Redis has $UNITS units");
+is(redis_cmd('GET', stock_key($node)), $UNITS, "Redis has $UNITS units");
 $passes = $w->{passes};
 
 # ---- pg_terminate_backend of a backend idle in transaction after a decrement
 my ($s, $field, $spid) = hold_reservation($node, 3);
-is(redis_cmd('HGET', 'stock:reserved:1', $field), 3, 'reservation of 3 units in Redis');
+is(redis_cmd('HGET', reserved_key($node), $field), 3, 'reservation of 3 units in Redis');
 is(sq("SELECT pg_terminate_backend($spid)"), 't', 'terminate the backend idle in transaction');
 ok(poll_sql($node, "SELECT count(*) FROM pg_stat_activity WHERE pid = $spid", '0', 15),
 	'it exited');
-is(redis_cmd('HEXISTS', 'stock:reserved:1', $field),
+is(redis_cmd('HEXISTS', reserved_key($node), $field),
 	0, 'its abort at exit dropped the reservation itself');
-is(redis_cmd('GET', 'stock:product:1'), $UNITS, 'and gave the 3 units back');
+is(redis_cmd('GET', stock_key($node)), $UNITS, 'and gave the 3 units back');
 is(worker_status($node)->{passes}, $passes, 'without a sync pass');
 $s->quit;
 
@@ -104,7 +104,7 @@ ok( $node->log_contains(
 # does not know: the pass cannot tell its fate and the drift check puts
 # its units back instead; 010 and 030 see that.)
 sq('CREATE TABLE wal_flush (i int); INSERT INTO wal_flush VALUES (1)');
-is(redis_cmd('GET', 'stock:product:1'), $UNITS - 4, 'reservation of 4 units taken');
+is(redis_cmd('GET', stock_key($node)), $UNITS - 4, 'reservation of 4 units taken');
 $log_offset = -s $node->logfile;
 ok(kill('KILL', $spid), "kill -9 $spid");
 $node->wait_for_log(qr/server process \(PID $spid\) was terminated by signal 9/, $log_offset);
@@ -118,8 +118,8 @@ $s->quit;
 ($pid) = worker_pids($node);
 $w = worker_status($node);
 is($w->{pid}, $pid, 'worker_status shows the new worker');
-is(redis_cmd('HLEN', 'stock:reserved:1'), 0, 'the dead transaction\'s reservation is settled');
-is(redis_cmd('GET',  'stock:product:1'),  $UNITS, 'its 4 units are back');
+is(redis_cmd('HLEN', reserved_key($node)), 0, 'the dead transaction\'s reservation is settled');
+is(redis_cmd('GET',  stock_key($node)),  $UNITS, 'its 4 units are back');
 is("$w->{passes} $w->{reservations_settled} $w->{units_returned} $w->{drift_fixed}",
 	'1 1 4 0',
 	'by the start-up pass: 1 pass, 1 reservation settled, 4 units returned, no drift');
@@ -137,9 +137,9 @@ ROLLBACK;});
 is($left, $UNITS - 6, 'decremented 6');
 is(sq("SELECT pg_xact_status('$xid')"), 'aborted', 'its transaction rolled back');
 $field = system_identifier($node) . ":$xid";
-is(redis_cmd('HGET', 'stock:reserved:1', $field), 6,
+is(redis_cmd('HGET', reserved_key($node), $field), 6,
 	'the reservation stayed in Redis (the give-back could not reach it)');
-is(redis_cmd('GET', 'stock:product:1'), $UNITS - 6, 'the 6 units are still out');
+is(redis_cmd('GET', stock_key($node)), $UNITS - 6, 'the 6 units are still out');
 is(worker_status($node)->{passes}, $passes, 'no pass since (interval 3600 s)');
 
 # ---- SIGHUP: sync_interval = 1 s; the worker settles it by itself and
@@ -149,8 +149,8 @@ sq('ALTER SYSTEM SET flashsale.sync_interval = 1');
 sq('SELECT pg_reload_conf()');
 ok( wait_until(
 		sub {
-			return (redis_cmd('HLEN', 'stock:reserved:1') // '') eq '0'
-			  && (redis_cmd('GET', 'stock:product:1') // '') eq $UNITS;
+			return (redis_cmd('HLEN', reserved_key($node)) // '') eq '0'
+			  && (redis_cmd('GET', stock_key($node)) // '') eq $UNITS;
 		},
 		15),
 	'the orphaned reservation is settled without a manual pass');
@@ -205,7 +205,7 @@ ok(poll_sql($node, 'SELECT redis_ok FROM flashsale.worker_status', 't', 15),
 $node->wait_for_log(qr/flashsale worker: Redis is reachable again at 127\.0\.0\.1:${\redis_port()}/,
 	$log_offset);
 pass('log: "Redis is reachable again"');
-ok( wait_until(sub { (redis_cmd('GET', 'stock:product:1') // '') eq $UNITS }, 15),
+ok( wait_until(sub { (redis_cmd('GET', stock_key($node)) // '') eq $UNITS }, 15),
 	'the worker reloaded the product into the empty Redis');
 is(log_count(qr/flashsale worker: sync pass failed/, $log_offset),
 	1, 'still logged once for that outage');

@@ -49,13 +49,13 @@ like($err, qr/ERROR:  FS010: not enough stock of product 1/,
 	'decrement_stock of more than is left -> FS010');
 sq('BEGIN; SELECT flashsale.decrement_stock(1, 3); ROLLBACK;');
 is(sq('SELECT flashsale.stock_level(1)'), 7, 'a rolled-back decrement gives its units back');
-is(redis_cmd('HLEN', 'stock:reserved:1'), 0, 'no reservation left in Redis');
+is(redis_cmd('HLEN', reserved_key($node)), 0, 'no reservation left in Redis');
 
 # Redis loses everything: stock_level reloads from the database truth
 redis_flushall();
-is(redis_cmd('EXISTS', 'stock:product:1'), 0, 'FLUSHALL dropped the product');
+is(redis_cmd('EXISTS', stock_key($node)), 0, 'FLUSHALL dropped the product');
 is(sq('SELECT flashsale.stock_level(1)'), 7, 'stock_level reloads it: 7 left');
-is(redis_cmd('GET', 'stock:product:1'), 7, 'Redis has it again');
+is(redis_cmd('GET', stock_key($node)), 7, 'Redis has it again');
 
 # ---- the coupon functions work loaded on demand, in a fresh backend
 is(sq('SELECT flashsale.create_coupon(\'on demand\', 2)'), 1, 'create_coupon');
@@ -87,7 +87,7 @@ SET LOCAL flashsale.redis_port = $dead_port;
 ROLLBACK;});
 is($left, 3, 'decremented 4 (3 left)');
 my $field = system_identifier($node) . ":$xid";
-is(redis_cmd('HGET', 'stock:reserved:1', $field), 4, 'the reservation stayed in Redis');
+is(redis_cmd('HGET', reserved_key($node), $field), 4, 'the reservation stayed in Redis');
 is(sq('SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status'),
 	'7|3|0', 'stock_status: the database says 7, Redis 3, nothing in flight');
 
@@ -97,7 +97,7 @@ is( join(' ', map { $pass->{$_} }
 	  qw(products reloaded reservations_settled units_returned drift_fixed ledger_rows_folded errors)),
 	'1 0 1 4 0 2 0',
 	'sync_stock(): 1 product, 1 reservation settled, 4 units returned, 2 ledger rows folded');
-is(redis_cmd('HLEN', 'stock:reserved:1'), 0, 'no reservation left in Redis');
+is(redis_cmd('HLEN', reserved_key($node)), 0, 'no reservation left in Redis');
 is(sq('SELECT quantity FROM flashsale.stock WHERE product_id = 1'), 7,
 	'flashsale.stock.quantity == units left');
 is(sq('SELECT count(*) FROM flashsale.stock_ledger'), 0, 'ledger folded');

@@ -20,7 +20,7 @@ sub exact
 {
 	my ($left, $label) = @_;
 	is(sq('SELECT flashsale.stock_level(1)'), $left, "$label: $left units left");
-	is(redis_cmd('HLEN', 'stock:reserved:1'), 0, "$label: no reservation in Redis");
+	is(redis_cmd('HLEN', reserved_key($node)), 0, "$label: no reservation in Redis");
 	is(sq('SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status'),
 		"$left|$left|0", "$label: stock_status exact");
 	is(sq('SELECT count(*) FROM pg_prepared_xacts'), 0, "$label: no prepared transaction");
@@ -77,7 +77,7 @@ exact($UNITS, 'after COMMIT PREPARED');
 
 # ---- Redis loses everything: the truth is in the database
 redis_flushall();
-is(redis_cmd('EXISTS', 'stock:product:1'), 0, 'FLUSHALL dropped the product');
+is(redis_cmd('EXISTS', stock_key($node)), 0, 'FLUSHALL dropped the product');
 exact($UNITS, 'after FLUSHALL (stock_level reloads it)');
 
 # ---- ordinary sales still count exactly

@@ -28,7 +28,7 @@ our @EXPORT = qw(
   new_node psql_raw wait_until poll_sql sql_row
   sale_setup pgbench_start pgbench_finish wait_mid_sale hold_reservation
   system_identifier sync_pass worker_status worker_pids check_stock
-  pgbench_victim wait_crash_restart
+  pgbench_victim wait_crash_restart stock_key reserved_key
 );
 
 # ---------------------------------------------------------------- Redis
@@ -182,6 +182,23 @@ sub new_node
 	return $node;
 }
 
+# stock_key(node [, product = 1]) / reserved_key(...): the product's Redis keys
+# (they name the installation: flashsale.stock_keys()).  Asked once per node
+# and product; a node that crashed and restarted keeps them.
+my %keys;
+
+sub product_keys
+{
+	my ($node, $product) = @_;
+	$product //= 1;
+	my $k = $node->name . ":$product";
+	$keys{$k} //= [ split /\|/,
+		$node->safe_psql('postgres', "SELECT * FROM flashsale.stock_keys($product)") ];
+	return @{ $keys{$k} };
+}
+sub stock_key    { return (product_keys(@_))[0]; }
+sub reserved_key { return (product_keys(@_))[1]; }
+
 # ---------------------------------------------------------------- polling
 
 # psql_raw(node, sql) -> (ok, stdout, stderr), quietly (for polling loops).
@@ -316,7 +333,7 @@ sub pgbench_start
 		PostgreSQL::Test::Utils::append_to_file("$dir/$name.sql", $scripts{$name});
 		push @files, '-f', "$dir/$name.sql\@$weight";
 	}
-	my $run = { out => '', err => '' };
+	my $run = { out => '', err => '', node => $node };
 	my @cmd = (
 		'pgbench', '-n', '-h', $node->host, '-p', $node->port,
 		'-c', $o{clients} // 64, '-j', 2,
@@ -369,7 +386,7 @@ sub wait_mid_sale
 	my $ok = wait_until(
 		sub {
 			return 1 unless pgbench_running($run);
-			$left = redis_cmd('GET', 'stock:product:1');
+			$left = redis_cmd('GET', stock_key($run->{node}));
 			return defined $left && $left =~ /^\d+$/ && $left <= $threshold;
 		},
 		$timeout // 120);
@@ -476,8 +493,8 @@ sub check_stock
 			'SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = 1'),
 		"$left|$left|0",
 		"$label: stock_status db_left == redis_left == units left, nothing in flight");
-	is(redis_cmd('GET', 'stock:product:1'), $left, "$label: Redis stock key == units left");
-	is(redis_cmd('HLEN', 'stock:reserved:1'), 0,
+	is(redis_cmd('GET', stock_key($node)), $left, "$label: Redis stock key == units left");
+	is(redis_cmd('HLEN', reserved_key($node)), 0,
 		"$label: no reservation left in Redis");
 	return ($sold, $left);
 }

@@ -1,0 +1,42 @@
+/* flashsale--1.4--1.5.sql: least privilege; stock keys scoped to this installation */
+
+\echo Use "ALTER EXTENSION flashsale UPDATE TO '1.5'" to load this file. \quit
+
+-- ---- Privileges --------------------------------------------------------
+-- EXECUTE on a function is the capability (README "Roles and privileges"):
+-- the functions read and write flashsale's tables as the extension's owner,
+-- so a buyer granted EXECUTE on decrement_stock needs, and gets, no
+-- privilege on any table.  Nothing here is granted to PUBLIC: every
+-- function changes shared state (stock, coupons, locks, Redis) or asks
+-- Redis (a cost every caller would impose on the sale), and the tables are
+-- written only through the functions.  Later upgrade scripts revoke what
+-- they add in the same way.
+REVOKE ALL ON SCHEMA flashsale FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA flashsale FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA flashsale FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA flashsale FROM PUBLIC;
+
+-- Where is a product's stock in Redis?  Key names scope the installation:
+-- system identifier, database, and the relfilenode of flashsale.stock (new
+-- at CREATE EXTENSION and at TRUNCATE: Redis then reloads from the table).
+CREATE FUNCTION flashsale.stock_keys(product_id bigint, OUT stock_key text, OUT reserved_key text)
+RETURNS record AS 'MODULE_PATHNAME', 'fs_stock_keys' LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION flashsale.stock_keys(bigint) FROM PUBLIC;
+
+-- A product whose stock row is deleted stops being sellable: its Redis keys
+-- are dropped at commit.
+CREATE FUNCTION flashsale.stock_forget()
+RETURNS trigger AS 'MODULE_PATHNAME', 'fs_stock_forget' LANGUAGE C;
+REVOKE ALL ON FUNCTION flashsale.stock_forget() FROM PUBLIC;
+CREATE TRIGGER stock_forget AFTER DELETE ON flashsale.stock
+    FOR EACH ROW EXECUTE FUNCTION flashsale.stock_forget();
+
+-- Monitoring, as contrib does it: the members of pg_monitor read the status
+-- views, and may call the functions behind them (a view runs its functions
+-- with the reader's privileges).
+GRANT USAGE ON SCHEMA flashsale TO pg_monitor;
+GRANT SELECT ON flashsale.stock_status, flashsale.coupon_status,
+                flashsale.worker_status, flashsale.locks TO pg_monitor;
+GRANT EXECUTE ON FUNCTION flashsale.stock_redis(bigint), flashsale.worker_status_info(),
+                          flashsale.named_locks(), flashsale.redis_locks(),
+                          flashsale.stock_keys(bigint) TO pg_monitor;
