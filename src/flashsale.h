@@ -101,6 +101,7 @@ typedef struct FsUser
 	int			sec_context;
 } FsUser;
 
+extern void fs_extension_table(const char *name, Oid *owner, Oid *filenode);
 extern Oid	fs_owner(void);
 extern void fs_become_owner(FsUser *saved);
 extern void fs_restore_user(const FsUser *saved);

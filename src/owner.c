@@ -1,5 +1,6 @@
 /*
- * owner.c: flashsale's own work runs as the owner of its tables.
+ * owner.c: flashsale's own work runs as the owner of its tables (and where
+ * those tables are: fs_extension_table).
  *
  * The privilege model: EXECUTE on a flashsale function is the capability.
  * A buyer granted EXECUTE on decrement_stock or issue_coupon needs no
@@ -24,52 +25,43 @@
  */
 #include "flashsale.h"
 
-#include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/stratnum.h"
-#include "access/table.h"
-#include "catalog/indexing.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_extension.h"
+#include "catalog/pg_class.h"
 #include "miscadmin.h"
-#include "utils/fmgroids.h"
-#include "utils/rel.h"
-
-/* the owner, remembered for the schema OID it was read for */
-static Oid	owner_nsp = InvalidOid;
-static Oid	owner = InvalidOid;
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 /*
- * The extension's owner (the superuser who created it), read from
- * pg_extension when flashsale's schema is not the one seen last (the
- * extension was recreated): one syscache look-up per call otherwise.
+ * The pg_class row of flashsale.<name>, from the syscache: its owner and
+ * relfilenode.  Always current: a dropped and re-created extension is seen
+ * at once (its schema may survive DROP EXTENSION, its tables do not).
  */
+void
+fs_extension_table(const char *name, Oid *owner, Oid *filenode)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid("flashsale", false));
+	HeapTuple	tup = OidIsValid(relid) ? SearchSysCache1(RELOID, ObjectIdGetDatum(relid)) : NULL;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"flashsale.%s\" does not exist", name),
+				 errhint("Run ALTER EXTENSION flashsale UPDATE, or recreate the extension.")));
+	if (owner)
+		*owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	if (filenode)
+		*filenode = ((Form_pg_class) GETSTRUCT(tup))->relfilenode;
+	ReleaseSysCache(tup);
+}
+
+/* The extension's owner: the owner of the tables CREATE EXTENSION made. */
 Oid
 fs_owner(void)
 {
-	Oid			nsp = get_namespace_oid("flashsale", false);
+	Oid			owner;
 
-	if (nsp != owner_nsp || !OidIsValid(owner))
-	{
-		Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
-		ScanKeyData key;
-		SysScanDesc scan;
-		HeapTuple	tup;
-
-		ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
-					CStringGetDatum("flashsale"));
-		scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-		tup = systable_getnext(scan);
-		if (!HeapTupleIsValid(tup))
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("extension \"flashsale\" is not installed in this database"),
-					 errhint("Run CREATE EXTENSION flashsale.")));
-		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
-		systable_endscan(scan);
-		table_close(rel, AccessShareLock);
-		owner_nsp = nsp;
-	}
+	fs_extension_table("coupon", &owner, NULL);
 	return owner;
 }
 

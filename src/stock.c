@@ -41,8 +41,6 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "access/htup_details.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
@@ -52,10 +50,8 @@
 #include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
-#include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(fs_set_stock);
 PG_FUNCTION_INFO_V1(fs_decrement_stock);
@@ -150,17 +146,9 @@ installation(void)
 	static Oid	node = InvalidOid;
 	static Oid	dbid = InvalidOid;
 	static char ident[64];
-	Oid			relid = get_relname_relid("stock", get_namespace_oid("flashsale", false));
-	HeapTuple	tup = OidIsValid(relid) ? SearchSysCache1(RELOID, ObjectIdGetDatum(relid)) : NULL;
 	Oid			now;
 
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"flashsale.stock\" does not exist"),
-				 errhint("Run ALTER EXTENSION flashsale UPDATE, or recreate the extension.")));
-	now = ((Form_pg_class) GETSTRUCT(tup))->relfilenode;
-	ReleaseSysCache(tup);
+	fs_extension_table("stock", NULL, &now);
 	if (now != node || dbid != MyDatabaseId)
 	{
 		snprintf(ident, sizeof(ident), "%llu.%u.%u",
