@@ -1,8 +1,16 @@
 /*
  * redis.c: the one call path to Redis.
  *
- * One lazily opened connection per backend, reused across calls and
- * transactions.  hiredis' blocking calls cannot be interrupted, so the
+ * Up to three lazily opened connections per backend, reused across calls
+ * and transactions: one for stock and lock commands and scripts, one that
+ * listens (SUBSCRIBE) for waiters of Redis locks, and one for redis_call, so
+ * that nothing an operator runs can redirect or jam the other two.  Each is
+ * opened the same way (connect_redis: AUTH, then SELECT) and reopened when a
+ * setting it was opened with changes.  redis_call also refuses the commands
+ * that change a connection's state (SELECT, MULTI, SUBSCRIBE, CLIENT, ...):
+ * they would leave its connection unlike the one flashsale opened.
+ *
+ * hiredis' blocking calls cannot be interrupted, so the
  * context is non-blocking and this file drives the socket itself with
  * WaitLatchOrSocket: every call is bounded by flashsale.redis_timeout (the
  * connect by flashsale.redis_connect_timeout), and a query cancel or
@@ -36,6 +44,7 @@ typedef struct FsConn
 
 static FsConn cmd_conn;			/* commands and scripts */
 static FsConn sub_conn;			/* SUBSCRIBE, for waiters of Redis locks */
+static FsConn call_conn;		/* redis_call */
 
 /* Commands handed to a socket so far: lets callers tell "never sent" apart. */
 uint64		fs_redis_sent = 0;
@@ -280,23 +289,31 @@ ensure_connected(FsConn *c, char **err)
 }
 
 /*
- * Run one command and return its reply (free it with fs_redis_free).  An
- * error reply is returned as it is.  On failure: ERROR when throw, else NULL.
+ * Run one command on connection c and return its reply (free it with
+ * fs_redis_free).  An error reply is returned as it is.  On failure: ERROR
+ * when throw, else NULL.
  */
-redisReply *
-fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
+static redisReply *
+conn_command(FsConn *c, int argc, const char **argv, const size_t *lens, bool throw)
 {
 	char	   *err = NULL;
 	redisReply *reply;
 
-	if (!ensure_connected(&cmd_conn, &err))
-		return fail(&cmd_conn, throw, true, err);
-	reply = roundtrip(&cmd_conn, argc, argv, lens,
+	if (!ensure_connected(c, &err))
+		return fail(c, throw, true, err);
+	reply = roundtrip(c, argc, argv, lens,
 					  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), call_timeout_ms()),
 					  &err);
 	if (reply == NULL)
-		return fail(&cmd_conn, throw, false, err);
+		return fail(c, throw, false, err);
 	return reply;
+}
+
+/* One command on the command connection (stock, locks); see conn_command. */
+redisReply *
+fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
+{
+	return conn_command(&cmd_conn, argc, argv, lens, throw);
 }
 
 void
@@ -453,7 +470,37 @@ fs_redis_unsubscribe(void)
 
 PG_FUNCTION_INFO_V1(fs_redis_call);
 
-/* redis_call(VARIADIC args): one command; a scalar reply as text (nil: NULL). */
+/*
+ * Commands redis_call refuses, before anything is sent: they change the
+ * state of the connection they run on (its database, login, subscriptions,
+ * transaction, replies, replication mode), or with SWAPDB what its database
+ * holds.
+ */
+static const char *const state_commands[] = {
+	"SELECT", "SWAPDB", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE",
+	"PUNSUBSCRIBE", "SUNSUBSCRIBE", "MONITOR", "MULTI", "EXEC", "DISCARD", "WATCH",
+	"UNWATCH", "CLIENT", "AUTH", "HELLO", "RESET", "QUIT", "SYNC", "PSYNC",
+	"REPLCONF", "READONLY", "READWRITE", "ASKING"
+};
+
+static void
+refuse_state_command(const char *command)
+{
+	for (int i = 0; i < lengthof(state_commands); i++)
+		if (pg_strcasecmp(command, state_commands[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("redis_call cannot run %s", state_commands[i]),
+					 errdetail("%s changes the state of the connection or of its database, "
+							   "which flashsale relies on.", state_commands[i]),
+					 errhint("Run it with redis-cli; flashsale.redis_database chooses the database "
+							 "and EVAL runs several commands atomically.")));
+}
+
+/*
+ * redis_call(VARIADIC args): one command, on a connection of its own; a
+ * scalar reply as text (nil: NULL).
+ */
 Datum
 fs_redis_call(PG_FUNCTION_ARGS)
 {
@@ -478,7 +525,8 @@ fs_redis_call(PG_FUNCTION_ARGS)
 							errmsg("Redis command arguments must not be null")));
 		argv[i] = TextDatumGetCString(elems[i]);
 	}
-	r = fs_redis_command(n, argv, NULL, true);
+	refuse_state_command(argv[0]);
+	r = conn_command(&call_conn, n, argv, NULL, true);
 	switch (r->type)
 	{
 		case REDIS_REPLY_STRING:

@@ -1,0 +1,38 @@
+-- The Redis connections: redis_call cannot redirect or jam the stock connection.
+\set VERBOSITY terse
+CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
+-- a sale before
+SELECT flashsale.set_stock(20, 10);
+SELECT flashsale.decrement_stock(20);
+
+-- redis_call refuses the commands that change a connection's state, sending nothing
+SELECT flashsale.redis_call('CONFIG', 'RESETSTAT');
+\set VERBOSITY default
+SELECT flashsale.redis_call('SELECT', '5');
+\set VERBOSITY terse
+SELECT pg_temp.try($$SELECT flashsale.redis_call('select', '5')$$);
+SELECT pg_temp.try($$SELECT flashsale.redis_call('MULTI')$$);
+SELECT pg_temp.try($$SELECT flashsale.redis_call('SUBSCRIBE', 'x')$$);
+SELECT pg_temp.try($$SELECT flashsale.redis_call('CLIENT', 'REPLY', 'OFF')$$);
+SELECT pg_temp.try($$SELECT flashsale.redis_call('Swapdb', '0', '5')$$);
+SELECT flashsale.redis_call('INFO', 'commandstats') ~ 'cmdstat_(select|swapdb|multi|subscribe|client)'
+       AS any_sent;
+-- still answering, and not in a MULTI (a queued SET would answer QUEUED)
+SELECT flashsale.redis_call('PING');
+SELECT flashsale.redis_call('SET', 'fs_conn_test', 'v'), flashsale.redis_call('DEL', 'fs_conn_test');
+
+-- a sale after; the stock stayed in database 0, database 5 is empty
+SELECT flashsale.decrement_stock(20);
+SELECT flashsale.stock_level(20);
+SELECT * FROM flashsale.stock_redis(20);
+SELECT flashsale.redis_call('DBSIZE')::int > 0 AS db0_has_keys,
+       flashsale.redis_call('INFO', 'keyspace') ~ 'db[1-9]' AS other_db_used,
+       flashsale.redis_call('EVAL', 'redis.call(''SELECT'', 5) return redis.call(''DBSIZE'')', '0')
+       AS db5_keys;
