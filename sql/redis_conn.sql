@@ -1,4 +1,5 @@
--- The Redis connections: redis_call cannot redirect or jam the stock connection.
+-- The Redis connections: redis_call cannot redirect or jam the stock connection, and the
+-- password setting.
 \set VERBOSITY terse
 CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -36,3 +37,28 @@ SELECT flashsale.redis_call('DBSIZE')::int > 0 AS db0_has_keys,
        flashsale.redis_call('INFO', 'keyspace') ~ 'db[1-9]' AS other_db_used,
        flashsale.redis_call('EVAL', 'redis.call(''SELECT'', 5) return redis.call(''DBSIZE'')', '0')
        AS db5_keys;
+
+-- the Redis password is for superusers only
+CREATE ROLE fs_app;
+SET ROLE fs_app;
+SHOW flashsale.redis_password;
+SET flashsale.redis_password = 'x';
+SET flashsale.key_prefix = 'other:';
+RESET ROLE;
+SELECT count(*) FROM pg_settings WHERE name = 'flashsale.redis_password';
+
+-- and only set in postgresql.conf or with ALTER SYSTEM: pg_db_role_setting is readable by
+-- every role, and every session must log in alike
+\set VERBOSITY default
+SELECT format('ALTER DATABASE %I SET flashsale.redis_password = %L', current_database(), 'x') \gexec
+\set VERBOSITY terse
+SELECT pg_temp.try($$ALTER ROLE fs_app SET flashsale.redis_password = 'x'$$);
+SELECT pg_temp.try($$ALTER ROLE ALL SET flashsale.redis_password = 'x'$$);
+SELECT pg_temp.try($$SET flashsale.redis_password = 'x'$$);
+SELECT pg_temp.try($$SELECT set_config('flashsale.redis_password', 'x', true)$$);
+SELECT pg_temp.try($$CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql
+                     SET flashsale.redis_password = 'x' AS 'SELECT 1'$$);
+SELECT count(*) FROM pg_db_role_setting WHERE array_to_string(setconfig, ',') LIKE '%redis_password%';
+ALTER SYSTEM SET flashsale.redis_password = 'x';
+ALTER SYSTEM RESET flashsale.redis_password;
+DROP ROLE fs_app;
