@@ -1,5 +1,5 @@
 -- The Redis connections: redis_call cannot redirect or jam the stock connection, and the
--- password setting.
+-- password and ACL user settings.  (This suite's Redis has no password.)
 \set VERBOSITY terse
 CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -37,6 +37,13 @@ SELECT flashsale.redis_call('DBSIZE')::int > 0 AS db0_has_keys,
        flashsale.redis_call('INFO', 'keyspace') ~ 'db[1-9]' AS other_db_used,
        flashsale.redis_call('EVAL', 'redis.call(''SELECT'', 5) return redis.call(''DBSIZE'')', '0')
        AS db5_keys;
+
+-- flashsale.redis_user: a change reconnects, logging in as that ACL user
+SET flashsale.redis_user = 'fs_nobody';
+SELECT pg_temp.try($$SELECT flashsale.stock_level(20)$$);
+SELECT pg_temp.try($$SELECT flashsale.redis_call('PING')$$);
+RESET flashsale.redis_user;
+SELECT flashsale.stock_level(20), flashsale.redis_call('PING');
 
 -- the Redis password is for superusers only
 CREATE ROLE fs_app;

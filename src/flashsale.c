@@ -26,6 +26,7 @@ int			fs_lock_timeout_ms = 5000;
 int			fs_coupon_stripes = 64;
 char	   *fs_redis_host = NULL;
 int			fs_redis_port = 6379;
+char	   *fs_redis_user = NULL;
 char	   *fs_redis_password = NULL;
 int			fs_redis_database = 0;
 int			fs_redis_connect_timeout_ms = 1000;
@@ -96,6 +97,11 @@ _PG_init(void)
 							"Port of the Redis server that holds stock.",
 							NULL, &fs_redis_port, 6379, 1, 65535,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("flashsale.redis_user",
+							   "Redis ACL user for AUTH (empty: the default user).",
+							   "Redis 6 or later; sent with flashsale.redis_password.",
+							   &fs_redis_user, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("flashsale.redis_password",
 							   "Password for Redis AUTH (empty: none).",
 							   "Only superusers can see it; set it in postgresql.conf or with ALTER SYSTEM.",
