@@ -454,6 +454,19 @@ fs_redis_wait_message(const char *channel, TimestampTz deadline)
 			fail(&sub_conn, true, FS_CALL, err);
 			return NULL;
 		}
+		if (r->type == REDIS_REPLY_ERROR)
+		{
+			/* e.g. NOPERM: an ACL user without the channel */
+			char	   *msg = pstrdup(r->str);
+
+			freeReplyObject(r);
+			discard(&sub_conn);
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("Redis refused SUBSCRIBE to \"%s\"", channel),
+					 errdetail("Redis at %s: %s", fs_redis_address(), msg),
+					 errhint("A Redis ACL user needs the channels of flashsale's locks, e.g. &*.")));
+		}
 		freeReplyObject(r);
 		sub_conn.channel = MemoryContextStrdup(TopMemoryContext, channel);
 	}

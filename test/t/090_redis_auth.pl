@@ -3,7 +3,8 @@
 # flashsale.redis_user with flashsale.redis_password from postgresql.conf.
 # Every connection logs in alike: the stock connection (a sale), the
 # worker's (a sync pass reloads what Redis lost), redis_call's and the
-# subscriber of Redis lock waiters.  A wrong password (ALTER SYSTEM and a
+# subscriber of Redis lock waiters (a user without the lock channels gets an
+# error, not a deaf wait).  A wrong password (ALTER SYSTEM and a
 # reload) gives 08001 with a message that says so, in sessions and in the
 # worker, and the right one brings both back.  Other roles can read the
 # password nowhere.
@@ -59,10 +60,17 @@ my $holder = $node->background_psql('postgres');
 $holder->query_safe(q{SELECT flashsale.redis_lock_session('job')});
 is($node->safe_psql('postgres', q{SELECT flashsale.redis_lock_session('job', 30000, 300) IS NULL}),
 	't', 'a lock waiter listened (SUBSCRIBE) until its wait ran out');
+# a user without channels: its waiter is refused SUBSCRIBE, and says so
+is(redis_cmd('ACL', 'SETUSER', 'nochan', 'on', '>s3cret', '~*', 'resetchannels', '+@all'),
+	'OK', 'Redis: ACL user nochan, no channels');
+my ($ok, $out, $err) = psql_raw($node,
+	"SET flashsale.redis_user = 'nochan';\nSELECT flashsale.redis_lock_session('job', 30000, 300)");
+like($err, qr/ERROR:  Redis refused SUBSCRIBE to "lock:job:released".*NOPERM/s,
+	'a waiter refused SUBSCRIBE: an error naming the channel');
 $holder->quit;
 
 # without the user, AUTH <password> is for the default user, which is off
-my ($ok, $out, $err) = psql_raw($node,
+($ok, $out, $err) = psql_raw($node,
 	"\\set VERBOSITY sqlstate\nSET flashsale.redis_user = '';\nSELECT flashsale.stock_level(1)");
 is($ok, 0, 'no redis_user: refused');
 like($err, qr/ERROR:  08001/, 'no redis_user: 08001');
