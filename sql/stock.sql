@@ -121,14 +121,3 @@ SELECT flashsale.decrement_stock(3);
 PREPARE TRANSACTION 'fs';
 SELECT flashsale.stock_level(3);
 SELECT count(*) FROM pg_prepared_xacts;
-
--- the Redis password is for superusers only
-CREATE ROLE fs_app;
-SET ROLE fs_app;
-SHOW flashsale.redis_password;
-SET flashsale.redis_password = 'x';
-SET flashsale.key_prefix = 'other:';
-RESET ROLE;
-DROP ROLE fs_app;
-SELECT count(*) FROM pg_settings WHERE name = 'flashsale.redis_password';
-

@@ -4,6 +4,15 @@
  * The library is meant to be in shared_preload_libraries (the background
  * worker and its shared memory need that), but every SQL function also works
  * when it is loaded on demand by the first call of one of them.
+ *
+ * flashsale.redis_password is a secret: besides being hidden from other
+ * roles (GUC_SUPERUSER_ONLY, GUC_NO_SHOW_ALL) it is only taken from the
+ * server's own configuration (postgresql.conf, ALTER SYSTEM's
+ * postgresql.auto.conf, the command line).  ALTER DATABASE / ALTER ROLE ...
+ * SET would store it in pg_db_role_setting, which every role can read, so
+ * its check hook refuses every other source.  (Without the preload a backend
+ * that has not loaded the library cannot refuse: it stores an unknown
+ * setting unchecked; the hook then warns and ignores it on load.)
  */
 #include "flashsale.h"
 
@@ -17,6 +26,7 @@ int			fs_lock_timeout_ms = 5000;
 int			fs_coupon_stripes = 64;
 char	   *fs_redis_host = NULL;
 int			fs_redis_port = 6379;
+char	   *fs_redis_user = NULL;
 char	   *fs_redis_password = NULL;
 int			fs_redis_database = 0;
 int			fs_redis_connect_timeout_ms = 1000;
@@ -27,6 +37,37 @@ int			fs_sync_interval_s = 60;
 bool		fs_preloaded = false;
 
 void		_PG_init(void);
+
+/*
+ * Accept the password only from the server's configuration.  ALTER DATABASE
+ * and ALTER ROLE ... SET (and CREATE FUNCTION ... SET) validate their value
+ * as PGC_S_TEST; values already stored there arrive as PGC_S_GLOBAL,
+ * PGC_S_DATABASE, PGC_S_USER or PGC_S_DATABASE_USER at connection start,
+ * where the refusal is a WARNING and the value is ignored.
+ */
+static bool
+check_redis_password(char **newval, void **extra, GucSource source)
+{
+	switch (source)
+	{
+		case PGC_S_DEFAULT:
+		case PGC_S_DYNAMIC_DEFAULT:
+		case PGC_S_ENV_VAR:
+		case PGC_S_FILE:
+		case PGC_S_ARGV:
+		case PGC_S_OVERRIDE:
+			return true;
+		default:
+			break;
+	}
+	GUC_check_errcode(ERRCODE_CANT_CHANGE_RUNTIME_PARAM);
+	GUC_check_errmsg("flashsale.redis_password can only be set in postgresql.conf or with ALTER SYSTEM");
+	GUC_check_errdetail("ALTER DATABASE and ALTER ROLE would store it in pg_db_role_setting, which every "
+						"role can read, and every session must log in to Redis alike.");
+	GUC_check_errhint("Put it in postgresql.conf, or run ALTER SYSTEM SET flashsale.redis_password, "
+					  "then SELECT pg_reload_conf().");
+	return false;
+}
 
 void
 _PG_init(void)
@@ -56,12 +97,17 @@ _PG_init(void)
 							"Port of the Redis server that holds stock.",
 							NULL, &fs_redis_port, 6379, 1, 65535,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("flashsale.redis_user",
+							   "Redis ACL user for AUTH (empty: the default user).",
+							   "Redis 6 or later; sent with flashsale.redis_password.",
+							   &fs_redis_user, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("flashsale.redis_password",
 							   "Password for Redis AUTH (empty: none).",
-							   "Only superusers can set or see it.",
+							   "Only superusers can see it; set it in postgresql.conf or with ALTER SYSTEM.",
 							   &fs_redis_password, "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   NULL, NULL, NULL);
+							   check_redis_password, NULL, NULL);
 	DefineCustomIntVariable("flashsale.redis_database",
 							"Redis database number (SELECT).",
 							NULL, &fs_redis_database, 0, 0, 1000000,

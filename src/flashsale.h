@@ -15,6 +15,7 @@ extern int	fs_lock_timeout_ms;
 extern int	fs_coupon_stripes;
 extern char *fs_redis_host;
 extern int	fs_redis_port;
+extern char *fs_redis_user;
 extern char *fs_redis_password;
 extern int	fs_redis_database;
 extern int	fs_redis_connect_timeout_ms;

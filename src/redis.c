@@ -1,8 +1,17 @@
 /*
  * redis.c: the one call path to Redis.
  *
- * One lazily opened connection per backend, reused across calls and
- * transactions.  hiredis' blocking calls cannot be interrupted, so the
+ * Up to three lazily opened connections per backend, reused across calls
+ * and transactions: one for stock and lock commands and scripts, one that
+ * listens (SUBSCRIBE) for waiters of Redis locks, and one for redis_call, so
+ * that nothing an operator runs can redirect or jam the other two.  Each is
+ * opened the same way (connect_redis: AUTH, as a Redis 6+ ACL user when
+ * flashsale.redis_user is set, then SELECT) and reopened when a setting it
+ * was opened with changes.  redis_call also refuses the commands that change
+ * a connection's state (SELECT, MULTI, SUBSCRIBE, CLIENT, ...): they would
+ * leave its connection unlike the one flashsale opened.
+ *
+ * hiredis' blocking calls cannot be interrupted, so the
  * context is non-blocking and this file drives the socket itself with
  * WaitLatchOrSocket: every call is bounded by flashsale.redis_timeout (the
  * connect by flashsale.redis_connect_timeout), and a query cancel or
@@ -36,6 +45,16 @@ typedef struct FsConn
 
 static FsConn cmd_conn;			/* commands and scripts */
 static FsConn sub_conn;			/* SUBSCRIBE, for waiters of Redis locks */
+static FsConn call_conn;		/* redis_call */
+
+/* What went wrong: decides the SQLSTATE, message and hint of the error. */
+typedef enum FsFailure
+{
+	FS_OK = 0,
+	FS_CONNECT,					/* Redis unreachable, or SELECT refused */
+	FS_AUTH,					/* Redis refused AUTH */
+	FS_CALL						/* a call timed out or the connection broke */
+} FsFailure;
 
 /* Commands handed to a socket so far: lets callers tell "never sent" apart. */
 uint64		fs_redis_sent = 0;
@@ -62,11 +81,15 @@ fs_redis_address(void)
 	return psprintf("%s:%d", fs_redis_host, fs_redis_port);
 }
 
+/* The settings a connection is opened with; one that differs reopens it. */
 static char *
 current_settings(void)
 {
-	return psprintf("%s|%d|%d|%s", fs_redis_host, fs_redis_port, fs_redis_database,
-					fs_redis_password ? fs_redis_password : "");
+	const char *user = fs_redis_user ? fs_redis_user : "";
+
+	/* the user's length keeps "a|b" + "c" apart from "a" + "b|c" */
+	return psprintf("%s|%d|%d|%zu:%s|%s", fs_redis_host, fs_redis_port, fs_redis_database,
+					strlen(user), user, fs_redis_password ? fs_redis_password : "");
 }
 
 static void
@@ -180,13 +203,40 @@ setup_command(FsConn *c, int argc, const char **argv, TimestampTz deadline, char
 	bool		ok = r && r->type != REDIS_REPLY_ERROR;
 
 	if (r && !ok)
+	{
+		/* it goes into an errdetail ending in a full stop */
 		*err = psprintf("%s failed: %s", argv[0], r->str);
+		if ((*err)[0] && (*err)[strlen(*err) - 1] == '.')
+			(*err)[strlen(*err) - 1] = '\0';
+	}
 	if (r)
 		freeReplyObject(r);
 	return ok;
 }
 
+/*
+ * Log in on a new connection, the same way on each: "AUTH user password"
+ * for a Redis 6+ ACL user (flashsale.redis_user), else "AUTH password" for
+ * the default user when there is a password, else nothing.
+ */
 static bool
+authenticate(FsConn *c, TimestampTz deadline, char **err)
+{
+	const char *argv[3];
+	int			argc = 0;
+	bool		has_user = fs_redis_user && fs_redis_user[0];
+	bool		has_password = fs_redis_password && fs_redis_password[0];
+
+	if (!has_user && !has_password)
+		return true;
+	argv[argc++] = "AUTH";
+	if (has_user)
+		argv[argc++] = fs_redis_user;
+	argv[argc++] = has_password ? fs_redis_password : "";
+	return setup_command(c, argc, argv, deadline, err);
+}
+
+static FsFailure
 connect_redis(FsConn *c, char **err)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -199,30 +249,25 @@ connect_redis(FsConn *c, char **err)
 	if (c->ctx == NULL)
 	{
 		*err = pstrdup("out of memory");
-		return false;
+		return FS_CONNECT;
 	}
 	if (c->ctx->err)
 	{
 		*err = pstrdup(c->ctx->errstr);
-		return false;
+		return FS_CONNECT;
 	}
 	if (!wait_socket(c, WL_SOCKET_WRITEABLE, deadline))
 	{
 		*err = psprintf("timed out connecting after %d ms", fs_redis_connect_timeout_ms);
-		return false;
+		return FS_CONNECT;
 	}
 	if (getsockopt(c->ctx->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0)
 	{
 		*err = pstrdup(strerror(soerr ? soerr : errno));
-		return false;
+		return FS_CONNECT;
 	}
-	if (fs_redis_password && fs_redis_password[0])
-	{
-		const char *auth[] = {"AUTH", fs_redis_password};
-
-		if (!setup_command(c, 2, auth, deadline, err))
-			return false;
-	}
+	if (!authenticate(c, deadline, err))
+		return FS_AUTH;
 	if (fs_redis_database != 0)
 	{
 		char		db[16];
@@ -230,26 +275,31 @@ connect_redis(FsConn *c, char **err)
 
 		snprintf(db, sizeof(db), "%d", fs_redis_database);
 		if (!setup_command(c, 2, sel, deadline, err))
-			return false;
+			return FS_CONNECT;
 	}
 	if (c->settings)
 		pfree(c->settings);
 	c->settings = MemoryContextStrdup(TopMemoryContext, current_settings());
-	return true;
+	return FS_OK;
 }
 
 static redisReply *
-fail(FsConn *c, bool throw, bool connecting, const char *err)
+fail(FsConn *c, bool throw, FsFailure failure, const char *err)
 {
 	char	   *address = fs_redis_address();
 
 	discard(c);
 	if (throw)
 		ereport(ERROR,
-				(errcode(connecting ? ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
-						 : ERRCODE_CONNECTION_FAILURE),
-				 errmsg(connecting ? "could not connect to Redis" : "lost the connection to Redis"),
+				(errcode(failure == FS_CALL ? ERRCODE_CONNECTION_FAILURE
+						 : ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
+				 errmsg(failure == FS_CALL ? "lost the connection to Redis"
+						: failure == FS_AUTH ? "could not log in to Redis"
+						: "could not connect to Redis"),
 				 errdetail("Redis at %s: %s.", address, err),
+				 failure == FS_AUTH ?
+				 errhint("Check flashsale.redis_user and flashsale.redis_password (set the password in "
+						 "postgresql.conf or with ALTER SYSTEM, then SELECT pg_reload_conf()).") :
 				 errhint("Check that Redis runs there and flashsale.redis_host, flashsale.redis_port "
 						 "and flashsale.redis_timeout are right.")));
 	elog(DEBUG1, "flashsale: Redis at %s: %s", address, err);
@@ -270,33 +320,42 @@ idle_conn_broken(FsConn *c)
 }
 
 /* Reuse the open connection if it is sound, else (re)connect. */
-static bool
+static FsFailure
 ensure_connected(FsConn *c, char **err)
 {
 	if (c->ctx && (c->busy || idle_conn_broken(c) ||
 				   strcmp(c->settings, current_settings()) != 0))
 		discard(c);
-	return c->ctx != NULL || connect_redis(c, err);
+	return c->ctx != NULL ? FS_OK : connect_redis(c, err);
 }
 
 /*
- * Run one command and return its reply (free it with fs_redis_free).  An
- * error reply is returned as it is.  On failure: ERROR when throw, else NULL.
+ * Run one command on connection c and return its reply (free it with
+ * fs_redis_free).  An error reply is returned as it is.  On failure: ERROR
+ * when throw, else NULL.
  */
-redisReply *
-fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
+static redisReply *
+conn_command(FsConn *c, int argc, const char **argv, const size_t *lens, bool throw)
 {
 	char	   *err = NULL;
+	FsFailure	failure = ensure_connected(c, &err);
 	redisReply *reply;
 
-	if (!ensure_connected(&cmd_conn, &err))
-		return fail(&cmd_conn, throw, true, err);
-	reply = roundtrip(&cmd_conn, argc, argv, lens,
+	if (failure != FS_OK)
+		return fail(c, throw, failure, err);
+	reply = roundtrip(c, argc, argv, lens,
 					  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), call_timeout_ms()),
 					  &err);
 	if (reply == NULL)
-		return fail(&cmd_conn, throw, false, err);
+		return fail(c, throw, FS_CALL, err);
 	return reply;
+}
+
+/* One command on the command connection (stock, locks); see conn_command. */
+redisReply *
+fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
+{
+	return conn_command(&cmd_conn, argc, argv, lens, throw);
 }
 
 void
@@ -372,6 +431,7 @@ fs_redis_wait_message(const char *channel, TimestampTz deadline)
 {
 	char	   *err = NULL;
 	char	   *msg = NULL;
+	FsFailure	failure;
 	redisReply *r;
 
 	if (sub_conn.ctx && sub_conn.channel && strcmp(sub_conn.channel, channel) != 0)
@@ -381,17 +441,31 @@ fs_redis_wait_message(const char *channel, TimestampTz deadline)
 	{
 		const char *argv[] = {"SUBSCRIBE", channel};
 
-		if (!connect_redis(&sub_conn, &err))
+		failure = connect_redis(&sub_conn, &err);
+		if (failure != FS_OK)
 		{
-			fail(&sub_conn, true, true, err);
+			fail(&sub_conn, true, failure, err);
 			return NULL;
 		}
 		r = roundtrip(&sub_conn, 2, argv, NULL,
 					  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), fs_redis_timeout_ms), &err);
 		if (r == NULL)
 		{
-			fail(&sub_conn, true, false, err);
+			fail(&sub_conn, true, FS_CALL, err);
 			return NULL;
+		}
+		if (r->type == REDIS_REPLY_ERROR)
+		{
+			/* e.g. NOPERM: an ACL user without the channel */
+			char	   *msg = pstrdup(r->str);
+
+			freeReplyObject(r);
+			discard(&sub_conn);
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("Redis refused SUBSCRIBE to \"%s\"", channel),
+					 errdetail("Redis at %s: %s", fs_redis_address(), msg),
+					 errhint("A Redis ACL user needs the channels of flashsale's locks, e.g. &*.")));
 		}
 		freeReplyObject(r);
 		sub_conn.channel = MemoryContextStrdup(TopMemoryContext, channel);
@@ -400,7 +474,7 @@ fs_redis_wait_message(const char *channel, TimestampTz deadline)
 	r = read_reply(&sub_conn, deadline, true, &err);
 	if (r == NULL && err != NULL)
 	{
-		fail(&sub_conn, true, false, err);
+		fail(&sub_conn, true, FS_CALL, err);
 		return NULL;
 	}
 	sub_conn.busy = false;
@@ -453,7 +527,37 @@ fs_redis_unsubscribe(void)
 
 PG_FUNCTION_INFO_V1(fs_redis_call);
 
-/* redis_call(VARIADIC args): one command; a scalar reply as text (nil: NULL). */
+/*
+ * Commands redis_call refuses, before anything is sent: they change the
+ * state of the connection they run on (its database, login, subscriptions,
+ * transaction, replies, replication mode), or with SWAPDB what its database
+ * holds.
+ */
+static const char *const state_commands[] = {
+	"SELECT", "SWAPDB", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE",
+	"PUNSUBSCRIBE", "SUNSUBSCRIBE", "MONITOR", "MULTI", "EXEC", "DISCARD", "WATCH",
+	"UNWATCH", "CLIENT", "AUTH", "HELLO", "RESET", "QUIT", "SYNC", "PSYNC",
+	"REPLCONF", "READONLY", "READWRITE", "ASKING"
+};
+
+static void
+refuse_state_command(const char *command)
+{
+	for (int i = 0; i < lengthof(state_commands); i++)
+		if (pg_strcasecmp(command, state_commands[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("redis_call cannot run %s", state_commands[i]),
+					 errdetail("%s changes the state of the connection or of its database, "
+							   "which flashsale relies on.", state_commands[i]),
+					 errhint("Run it with redis-cli; flashsale.redis_database chooses the database "
+							 "and EVAL runs several commands atomically.")));
+}
+
+/*
+ * redis_call(VARIADIC args): one command, on a connection of its own; a
+ * scalar reply as text (nil: NULL).
+ */
 Datum
 fs_redis_call(PG_FUNCTION_ARGS)
 {
@@ -478,7 +582,8 @@ fs_redis_call(PG_FUNCTION_ARGS)
 							errmsg("Redis command arguments must not be null")));
 		argv[i] = TextDatumGetCString(elems[i]);
 	}
-	r = fs_redis_command(n, argv, NULL, true);
+	refuse_state_command(argv[0]);
+	r = conn_command(&call_conn, n, argv, NULL, true);
 	switch (r->type)
 	{
 		case REDIS_REPLY_STRING:

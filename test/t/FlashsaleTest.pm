@@ -5,6 +5,7 @@
 #             redis_cmd / redis_port: one throwaway redis-server per test
 #             file, on a free loopback port, in a temp dir under tmp_check,
 #             without persistence; always stopped by its pid (END block).
+#             redis_auth: redis_cmd logs in as an ACL user from then on.
 #   Nodes     new_node(name, %opts): a PostgreSQL::Test::Cluster with
 #             flashsale preloaded (unless preload => 0) and pointed at that
 #             Redis, started, with the extension created.
@@ -25,6 +26,7 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(
   redis_start redis_stop redis_restart redis_flushall redis_cmd redis_port redis_pid
+  redis_auth
   new_node psql_raw wait_until poll_sql sql_row
   sale_setup pgbench_start pgbench_finish wait_mid_sale hold_reservation
   system_identifier sync_pass worker_status worker_pids check_stock
@@ -34,6 +36,7 @@ our @EXPORT = qw(
 # ---------------------------------------------------------------- Redis
 
 my %redis;           # port, dir, pid (pid only while running)
+my @redis_login;     # redis-cli's login options, set by redis_auth
 my @harnesses;       # background pgbench runs, killed at exit if still running
 
 sub redis_port { return $redis{port}; }
@@ -123,12 +126,20 @@ sub redis_flushall
 	return;
 }
 
+# redis_auth(user, password): redis_cmd logs in as this ACL user from now on.
+sub redis_auth
+{
+	my ($user, $password) = @_;
+	@redis_login = ('--user', $user, '--pass', $password, '--no-auth-warning');
+	return;
+}
+
 # One redis-cli command; its output (chomped), undef if redis-cli failed.
 sub redis_cmd
 {
 	my @args = @_;
 	my ($out, $err) = ('', '');
-	my $ok = IPC::Run::run [ 'redis-cli', '-h', '127.0.0.1', '-p', $redis{port}, @args ],
+	my $ok = IPC::Run::run [ 'redis-cli', '-h', '127.0.0.1', '-p', $redis{port}, @redis_login, @args ],
 	  '<', \undef, '>', \$out, '2>', \$err;
 	return undef unless $ok && $err eq '';
 	chomp $out;
