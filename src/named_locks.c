@@ -161,6 +161,7 @@ static HTAB *session_locks = NULL;
 static SessionLock *
 session_entry(uint64 key, bool create)
 {
+	SessionLock *s;
 	bool		found;
 
 	if (session_locks == NULL)
@@ -173,7 +174,11 @@ session_entry(uint64 key, bool create)
 		ctl.entrysize = sizeof(SessionLock);
 		session_locks = hash_create("flashsale session locks", 16, &ctl, HASH_ELEM | HASH_BLOBS);
 	}
-	return hash_search(session_locks, &key, create ? HASH_ENTER : HASH_FIND, &found);
+	s = hash_search(session_locks, &key, create ? HASH_ENTER : HASH_FIND, &found);
+	/* a new entry may reuse a removed one's memory: its count is not ours */
+	if (s && !found)
+		s->count = 0;
+	return s;
 }
 
 /* ---- acquiring ---- */
