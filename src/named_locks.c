@@ -37,7 +37,8 @@ PG_FUNCTION_INFO_V1(fs_named_locks);
 
 /* ---- shared registry of names ---- */
 
-#define FS_LOCK_NAMES 1024
+/* flashsale.max_lock_names: the names remembered, sized at server start */
+static int	max_lock_names = 1024;
 
 typedef struct FsLockName
 {
@@ -50,29 +51,44 @@ typedef struct FsLockName
 typedef struct FsLockNames
 {
 	LWLock	   *lock;
+	int			size;			/* number of entries */
 	int			next;			/* round robin when full */
-	FsLockName	entries[FS_LOCK_NAMES];
+	FsLockName	entries[FLEXIBLE_ARRAY_MEMBER];
 } FsLockNames;
 
 static FsLockNames *names = NULL;
 
+/* Called by the shmem_request_hook, after the configuration was read. */
 Size
 fs_named_locks_shmem_size(void)
 {
-	return MAXALIGN(sizeof(FsLockNames));
+	return MAXALIGN(add_size(offsetof(FsLockNames, entries),
+							 mul_size(max_lock_names, sizeof(FsLockName))));
 }
 
 void
 fs_named_locks_shmem_init(void)
 {
+	Size		size = fs_named_locks_shmem_size();
 	bool		found;
 
-	names = ShmemInitStruct("flashsale lock names", sizeof(FsLockNames), &found);
+	names = ShmemInitStruct("flashsale lock names", size, &found);
 	if (!found)
 	{
-		memset(names, 0, sizeof(*names));
+		memset(names, 0, size);
 		names->lock = &(GetNamedLWLockTranche("flashsale"))->lock;
+		names->size = max_lock_names;
 	}
+}
+
+/* Called from _PG_init: this file's settings. */
+void
+fs_named_locks_init(void)
+{
+	fs_shmem_define_size("flashsale.max_lock_names",
+						 "Lock names this instance remembers for flashsale.locks.",
+						 "When they are all taken, the oldest remembered name is forgotten.",
+						 &max_lock_names);
 }
 
 /* Remember name for key; with holder, also who holds it since now. */
@@ -84,7 +100,7 @@ remember(uint64 key, const char *name, bool holder)
 	if (names == NULL)
 		return;
 	LWLockAcquire(names->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < FS_LOCK_NAMES; i++)
+	for (int i = 0; i < names->size; i++)
 	{
 		if (names->entries[i].name[0] != '\0' && names->entries[i].key == key)
 		{
@@ -99,7 +115,7 @@ remember(uint64 key, const char *name, bool holder)
 	else if (slot == -1)
 	{
 		slot = names->next;
-		names->next = (names->next + 1) % FS_LOCK_NAMES;
+		names->next = (names->next + 1) % names->size;
 	}
 	names->entries[slot].key = key;
 	strlcpy(names->entries[slot].name, name, sizeof(names->entries[slot].name));
@@ -453,7 +469,7 @@ fs_named_locks(PG_FUNCTION_ARGS)
 		if (names)
 		{
 			LWLockAcquire(names->lock, LW_SHARED);
-			for (int k = 0; k < FS_LOCK_NAMES; k++)
+			for (int k = 0; k < names->size; k++)
 				if (names->entries[k].name[0] != '\0' && names->entries[k].key == key)
 				{
 					values[0] = CStringGetTextDatum(names->entries[k].name);

@@ -47,7 +47,8 @@ PG_FUNCTION_INFO_V1(fs_redis_locks);
 
 /* ---- shared registry: the worker renews leases, the view lists locks ---- */
 
-#define FS_REDIS_LOCKS 256
+/* flashsale.max_redis_locks: the registry's slots, sized at server start */
+static int	max_redis_locks = 1024;
 
 typedef enum
 {
@@ -72,27 +73,32 @@ typedef struct FsRedisLockSlot
 typedef struct FsRedisLocks
 {
 	LWLock	   *lock;
-	FsRedisLockSlot slots[FS_REDIS_LOCKS];
+	int			size;			/* number of slots */
+	FsRedisLockSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } FsRedisLocks;
 
 static FsRedisLocks *registry = NULL;
 
+/* Called by the shmem_request_hook, after the configuration was read. */
 Size
 fs_redis_locks_shmem_size(void)
 {
-	return MAXALIGN(sizeof(FsRedisLocks));
+	return MAXALIGN(add_size(offsetof(FsRedisLocks, slots),
+							 mul_size(max_redis_locks, sizeof(FsRedisLockSlot))));
 }
 
 void
 fs_redis_locks_shmem_init(void)
 {
+	Size		size = fs_redis_locks_shmem_size();
 	bool		found;
 
-	registry = ShmemInitStruct("flashsale redis locks", sizeof(FsRedisLocks), &found);
+	registry = ShmemInitStruct("flashsale redis locks", size, &found);
 	if (!found)
 	{
-		memset(registry, 0, sizeof(*registry));
+		memset(registry, 0, size);
 		registry->lock = &(GetNamedLWLockTranche("flashsale"))[1].lock;
+		registry->size = max_redis_locks;
 	}
 }
 
@@ -120,12 +126,12 @@ publish_state(const char *name, SlotState state, int64 lease_ms, int64 token)
 	if (registry == NULL)
 		return true;
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < FS_REDIS_LOCKS && slot < 0; i++)
+	for (int i = 0; i < registry->size && slot < 0; i++)
 		if (registry->slots[i].state != SLOT_FREE && registry->slots[i].pid == MyProcPid &&
 			strcmp(registry->slots[i].name, name) == 0)
 			slot = i;
 	if (slot < 0 && state != SLOT_FREE)
-		for (int i = 0; i < FS_REDIS_LOCKS && slot < 0; i++)
+		for (int i = 0; i < registry->size && slot < 0; i++)
 			if (registry->slots[i].state == SLOT_FREE)
 				slot = i;
 	if (slot >= 0)
@@ -383,9 +389,14 @@ release_session_locks_at_exit(int code, Datum arg)
 	release_held(true);
 }
 
+/* Called from _PG_init: this file's settings and callbacks. */
 void
 fs_redis_locks_init(void)
 {
+	fs_shmem_define_size("flashsale.max_redis_locks",
+						 "Redis locks this instance can hold or await at once.",
+						 "The size of the registry whose leases the background worker renews.",
+						 &max_redis_locks);
 	RegisterXactCallback(redis_locks_xact_callback, NULL);
 }
 
@@ -458,7 +469,8 @@ acquire(FunctionCallInfo fcinfo, bool session)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("too many Redis locks held or awaited in this instance"),
-				 errdetail("The watchdog keeps the leases of at most %d.", FS_REDIS_LOCKS)));
+				 errdetail("The watchdog keeps the leases of at most %d.", registry->size),
+				 errhint("Raise flashsale.max_redis_locks (it takes a server restart).")));
 
 	strlcpy(acquiring, name, sizeof(acquiring));
 	token = try_acquire(name, lease_ms, false, &ttl);
@@ -585,7 +597,7 @@ fs_redis_locks_renew(void)
 
 	if (registry == NULL)
 		return -1;
-	for (int i = 0; i < FS_REDIS_LOCKS; i++)
+	for (int i = 0; i < registry->size; i++)
 	{
 		FsRedisLockSlot s;
 		long		due;
@@ -637,16 +649,18 @@ fs_redis_locks(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	FsRedisLockSlot *copy;
+	int			n;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (registry == NULL)
 		return (Datum) 0;
-	copy = palloc(sizeof(registry->slots));
+	n = registry->size;
+	copy = palloc(sizeof(FsRedisLockSlot) * n);
 	LWLockAcquire(registry->lock, LW_SHARED);
-	memcpy(copy, registry->slots, sizeof(registry->slots));
+	memcpy(copy, registry->slots, sizeof(FsRedisLockSlot) * n);
 	LWLockRelease(registry->lock);
 
-	for (int i = 0; i < FS_REDIS_LOCKS; i++)
+	for (int i = 0; i < n; i++)
 	{
 		Datum		values[7];
 		bool		nulls[7] = {0};
