@@ -16,6 +16,12 @@
  * disconnect.  While the owning backend lives, the background worker renews
  * the lease (every third of it); a backend that dies stops being renewed and
  * its locks free themselves when the lease runs out.
+ *
+ * The registry the worker renews from has flashsale.max_redis_locks slots
+ * for the whole instance.  One session may hold or await at most
+ * flashsale.max_redis_locks_per_session of them (a superuser's setting), so
+ * that it cannot leave every other session, superusers included, without a
+ * slot; a lock over that limit is refused before Redis is asked.
  */
 #include "flashsale.h"
 
@@ -33,6 +39,7 @@
 #include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -49,6 +56,8 @@ PG_FUNCTION_INFO_V1(fs_redis_locks);
 
 /* flashsale.max_redis_locks: the registry's slots, sized at server start */
 static int	max_redis_locks = 1024;
+/* flashsale.max_redis_locks_per_session: one backend's share of them */
+static int	max_redis_locks_per_session = 64;
 
 typedef enum
 {
@@ -397,6 +406,11 @@ fs_redis_locks_init(void)
 						 "Redis locks this instance can hold or await at once.",
 						 "The size of the registry whose leases the background worker renews.",
 						 &max_redis_locks);
+	DefineCustomIntVariable("flashsale.max_redis_locks_per_session",
+							"Redis locks one session can hold or await at once.",
+							"Keeps one session from taking all of flashsale.max_redis_locks.",
+							&max_redis_locks_per_session, 64, 1, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	RegisterXactCallback(redis_locks_xact_callback, NULL);
 }
 
@@ -462,15 +476,30 @@ acquire(FunctionCallInfo fcinfo, bool session)
 		exit_hook = true;
 	}
 
-	/* a place in the registry first: a lock left out would not be renewed */
 	h = held_entry(name, false);
-	if ((h == NULL || h->xact_count + h->session_count == 0) &&
-		!publish_state(name, SLOT_WAITING, lease_ms, 0))
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("too many Redis locks held or awaited in this instance"),
-				 errdetail("The watchdog keeps the leases of at most %d.", registry->size),
-				 errhint("Raise flashsale.max_redis_locks (it takes a server restart).")));
+	if (h == NULL || h->xact_count + h->session_count == 0)
+	{
+		/* a new lock: held ones are the entries of held (a wait is this call) */
+		int			mine = held ? (int) hash_get_num_entries(held) : 0;
+
+		/* within this session's share, checked before Redis or the registry is touched */
+		if (mine >= max_redis_locks_per_session)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg_plural("this session already holds %d Redis lock",
+								   "this session already holds %d Redis locks", mine, mine),
+					 errdetail("A session may hold or await at most %d (flashsale.max_redis_locks_per_session).",
+							   max_redis_locks_per_session),
+					 errhint("Release one with redis_unlock() first, or ask a superuser to raise "
+							 "flashsale.max_redis_locks_per_session.")));
+		/* a place in the registry then: a lock left out would not be renewed */
+		if (!publish_state(name, SLOT_WAITING, lease_ms, 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("too many Redis locks held or awaited in this instance"),
+					 errdetail("The watchdog keeps the leases of at most %d.", registry->size),
+					 errhint("Raise flashsale.max_redis_locks (it takes a server restart).")));
+	}
 
 	strlcpy(acquiring, name, sizeof(acquiring));
 	token = try_acquire(name, lease_ms, false, &ttl);
