@@ -41,6 +41,12 @@ SET flashsale.redis_port = 1;
 SELECT flashsale.redis_lock_session('own:4');
 SET flashsale.max_redis_locks_per_session = 4;
 SELECT flashsale.redis_lock_session('own:4');
+-- (the same in a subtransaction: it must give back its slot too)
+DO $$
+BEGIN
+    PERFORM flashsale.redis_lock_session('own:4');
+EXCEPTION WHEN sqlclient_unable_to_establish_sqlconnection THEN
+END $$;
 SET flashsale.max_redis_locks_per_session = 3;
 RESET flashsale.redis_port;
 SELECT count(*) FROM flashsale.redis_locks();

@@ -342,6 +342,32 @@ release_held(bool at_exit)
 	fs_redis_cleanup = false;
 }
 
+/*
+ * An acquire or a wait cut short by an error (cancel, statement_timeout,
+ * Redis): settle it with Redis and give back its slot in the registry.  At
+ * the abort of the (sub)transaction it ran in: one caught in a PL/pgSQL
+ * block would otherwise leave its slot taken for good, and its place in the
+ * queue until the waiter's TTL.
+ */
+static void
+undo_cut_short(void)
+{
+	if (acquiring[0] != '\0')
+	{
+		fs_redis_cleanup = true;
+		undo_interrupted_acquire(acquiring);
+		fs_redis_cleanup = false;
+		acquiring[0] = '\0';
+	}
+	if (waiting_for[0] != '\0')
+	{
+		fs_redis_cleanup = true;
+		leave_queue(waiting_for);
+		fs_redis_cleanup = false;
+		waiting_for[0] = '\0';
+	}
+}
+
 static void
 redis_locks_xact_callback(XactEvent event, void *arg)
 {
@@ -371,25 +397,20 @@ redis_locks_xact_callback(XactEvent event, void *arg)
 			release_held(false);
 			break;
 		case XACT_EVENT_ABORT:
-			if (acquiring[0] != '\0')
-			{
-				fs_redis_cleanup = true;
-				undo_interrupted_acquire(acquiring);
-				fs_redis_cleanup = false;
-				acquiring[0] = '\0';
-			}
-			if (waiting_for[0] != '\0')
-			{
-				fs_redis_cleanup = true;
-				leave_queue(waiting_for);
-				fs_redis_cleanup = false;
-				waiting_for[0] = '\0';
-			}
+			undo_cut_short();
 			release_held(false);
 			break;
 		default:
 			break;
 	}
+}
+
+static void
+redis_locks_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							 SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		undo_cut_short();
 }
 
 static void
@@ -412,6 +433,7 @@ fs_redis_locks_init(void)
 							&max_redis_locks_per_session, 64, 1, INT_MAX,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	RegisterXactCallback(redis_locks_xact_callback, NULL);
+	RegisterSubXactCallback(redis_locks_subxact_callback, NULL);
 }
 
 /* ---- acquiring ---- */
