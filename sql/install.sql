@@ -8,7 +8,8 @@ FROM pg_depend
 WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'flashsale')
 ORDER BY 1;
--- the GUCs, with their defaults (the test points redis_port at its own Redis)
+-- the GUCs, with their defaults (test/regress.conf points redis_port at its own Redis
+-- and makes the registries small)
 SELECT name, CASE WHEN name = 'flashsale.redis_port' THEN '(test)' ELSE setting END AS setting,
        unit, context
 FROM pg_settings WHERE name LIKE 'flashsale.%' ORDER BY 1;

@@ -43,6 +43,9 @@ FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
 -- but they are advisory locks: pg_advisory_unlock_all() (and DISCARD ALL) release them too
 SELECT pg_advisory_unlock_all();
 SELECT flashsale.is_free_lock('k'), flashsale.release_lock('k'), flashsale.release_all_locks();
+-- a name taken again afterwards counts from one: release_all_locks releases it once
+SELECT flashsale.get_lock('k');
+SELECT flashsale.release_all_locks(), flashsale.is_free_lock('k');
 
 -- errors, with their SQLSTATEs; nothing is taken
 SELECT pg_temp.try($$SELECT flashsale.get_lock('')$$);

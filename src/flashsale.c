@@ -141,9 +141,11 @@ _PG_init(void)
 							NULL, &fs_sync_interval_s, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
-	MarkGUCPrefixReserved("flashsale");
 	fs_stock_init();
 	fs_redis_locks_init();
+	fs_named_locks_init();
+	/* after the last flashsale.* is defined: it drops the placeholders of the prefix */
+	MarkGUCPrefixReserved("flashsale");
 
 	fs_preloaded = process_shared_preload_libraries_in_progress;
 	if (fs_preloaded)

@@ -45,6 +45,9 @@ extern void fs_worker_shmem_init(void);
 
 /* ---- shared memory (shmem.c) and named locks (named_locks.c) ---- */
 extern void fs_shmem_register(void);
+extern void fs_shmem_define_size(const char *name, const char *short_desc,
+								 const char *long_desc, int *value);
+extern void fs_named_locks_init(void);
 extern Size fs_named_locks_shmem_size(void);
 extern void fs_named_locks_shmem_init(void);
 #define FS_LOCK_NAME_MAX 64

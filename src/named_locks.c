@@ -10,6 +10,12 @@
  *
  * Names are remembered in shared memory (when preloaded) so that the view
  * flashsale.locks can say which name a lock is, and since when it is held.
+ *
+ * Each lock takes an entry of the lock manager's shared table, which every
+ * session of the instance needs; a session may hold at most
+ * flashsale.max_named_locks_per_session distinct names (a superuser's
+ * setting) through these functions, at session and transaction level
+ * together, so that it cannot fill the table for the others.
  */
 #include "flashsale.h"
 
@@ -23,6 +29,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -37,7 +44,10 @@ PG_FUNCTION_INFO_V1(fs_named_locks);
 
 /* ---- shared registry of names ---- */
 
-#define FS_LOCK_NAMES 1024
+/* flashsale.max_lock_names: the names remembered, sized at server start */
+static int	max_lock_names = 1024;
+/* flashsale.max_named_locks_per_session: distinct names one session may hold */
+static int	max_named_locks_per_session = 64;
 
 typedef struct FsLockName
 {
@@ -50,29 +60,50 @@ typedef struct FsLockName
 typedef struct FsLockNames
 {
 	LWLock	   *lock;
+	int			size;			/* number of entries */
 	int			next;			/* round robin when full */
-	FsLockName	entries[FS_LOCK_NAMES];
+	FsLockName	entries[FLEXIBLE_ARRAY_MEMBER];
 } FsLockNames;
 
 static FsLockNames *names = NULL;
 
+/* Called by the shmem_request_hook, after the configuration was read. */
 Size
 fs_named_locks_shmem_size(void)
 {
-	return MAXALIGN(sizeof(FsLockNames));
+	return MAXALIGN(add_size(offsetof(FsLockNames, entries),
+							 mul_size(max_lock_names, sizeof(FsLockName))));
 }
 
 void
 fs_named_locks_shmem_init(void)
 {
+	Size		size = fs_named_locks_shmem_size();
 	bool		found;
 
-	names = ShmemInitStruct("flashsale lock names", sizeof(FsLockNames), &found);
+	names = ShmemInitStruct("flashsale lock names", size, &found);
 	if (!found)
 	{
-		memset(names, 0, sizeof(*names));
+		memset(names, 0, size);
 		names->lock = &(GetNamedLWLockTranche("flashsale"))->lock;
+		names->size = max_lock_names;
 	}
+}
+
+/* Called from _PG_init: this file's settings. */
+void
+fs_named_locks_init(void)
+{
+	fs_shmem_define_size("flashsale.max_lock_names",
+						 "Lock names this instance remembers for flashsale.locks.",
+						 "When they are all taken, the oldest remembered name is forgotten.",
+						 &max_lock_names);
+	DefineCustomIntVariable("flashsale.max_named_locks_per_session",
+							"Named locks one session can hold at once.",
+							"Counts distinct names taken by get_lock and get_xact_lock; keeps one "
+							"session from filling the lock manager's shared table.",
+							&max_named_locks_per_session, 64, 1, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 }
 
 /* Remember name for key; with holder, also who holds it since now. */
@@ -84,7 +115,7 @@ remember(uint64 key, const char *name, bool holder)
 	if (names == NULL)
 		return;
 	LWLockAcquire(names->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < FS_LOCK_NAMES; i++)
+	for (int i = 0; i < names->size; i++)
 	{
 		if (names->entries[i].name[0] != '\0' && names->entries[i].key == key)
 		{
@@ -99,7 +130,7 @@ remember(uint64 key, const char *name, bool holder)
 	else if (slot == -1)
 	{
 		slot = names->next;
-		names->next = (names->next + 1) % FS_LOCK_NAMES;
+		names->next = (names->next + 1) % names->size;
 	}
 	names->entries[slot].key = key;
 	strlcpy(names->entries[slot].name, name, sizeof(names->entries[slot].name));
@@ -148,8 +179,20 @@ named_tag(LOCKTAG *tag, uint64 key)
 						 (uint16) FS_LOCK_NAMED);
 }
 
-/* ---- this backend's session-level named locks, for release_all_locks ---- */
+/* ---- this backend's named locks ---- */
 
+/* A backend-local table keyed by a name's key, for the whole session. */
+static HTAB *
+key_table(const char *what, Size entrysize)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(uint64);
+	ctl.entrysize = entrysize;
+	return hash_create(what, 16, &ctl, HASH_ELEM | HASH_BLOBS);
+}
+
+/* session-level acquisitions, for release_lock and release_all_locks */
 typedef struct SessionLock
 {
 	uint64		key;
@@ -161,19 +204,70 @@ static HTAB *session_locks = NULL;
 static SessionLock *
 session_entry(uint64 key, bool create)
 {
+	SessionLock *s;
 	bool		found;
 
 	if (session_locks == NULL)
 	{
-		HASHCTL		ctl;
-
 		if (!create)
 			return NULL;
-		ctl.keysize = sizeof(uint64);
-		ctl.entrysize = sizeof(SessionLock);
-		session_locks = hash_create("flashsale session locks", 16, &ctl, HASH_ELEM | HASH_BLOBS);
+		session_locks = key_table("flashsale session locks", sizeof(SessionLock));
 	}
-	return hash_search(session_locks, &key, create ? HASH_ENTER : HASH_FIND, &found);
+	s = hash_search(session_locks, &key, create ? HASH_ENTER : HASH_FIND, &found);
+	/* a new entry may reuse a removed one's memory: its count is not ours */
+	if (s && !found)
+		s->count = 0;
+	return s;
+}
+
+/*
+ * The names taken at either level, for flashsale.max_named_locks_per_session.
+ * Nothing tells us when one goes (transaction-level ones at the end of their
+ * (sub)transaction, any of them by pg_advisory_unlock_all() or DISCARD ALL),
+ * so the set is pruned of those this backend no longer holds when it reaches
+ * the limit.
+ */
+static HTAB *taken_names = NULL;
+
+/* Refuse tag's lock when it is a new name and this session holds its limit. */
+static void
+check_session_limit(const LOCKTAG *tag)
+{
+	HASH_SEQ_STATUS seq;
+	uint64	   *key;
+	int			held;
+
+	if (taken_names == NULL || LockHeldByMe(tag, ExclusiveLock))
+		return;					/* none taken yet, or taken again: not a new name */
+	if (hash_get_num_entries(taken_names) < max_named_locks_per_session)
+		return;
+	hash_seq_init(&seq, taken_names);
+	while ((key = hash_seq_search(&seq)) != NULL)
+	{
+		LOCKTAG		t;
+
+		named_tag(&t, *key);
+		if (!LockHeldByMe(&t, ExclusiveLock))
+			hash_search(taken_names, key, HASH_REMOVE, NULL);
+	}
+	held = (int) hash_get_num_entries(taken_names);
+	if (held >= max_named_locks_per_session)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg_plural("this session already holds %d named lock",
+							   "this session already holds %d named locks", held, held),
+				 errdetail("A session may hold at most %d (flashsale.max_named_locks_per_session).",
+						   max_named_locks_per_session),
+				 errhint("Release one first, or ask a superuser to raise "
+						 "flashsale.max_named_locks_per_session.")));
+}
+
+static void
+note_taken(uint64 key)
+{
+	if (taken_names == NULL)
+		taken_names = key_table("flashsale named locks taken", sizeof(uint64));
+	(void) hash_search(taken_names, &key, HASH_ENTER, NULL);
 }
 
 /* ---- acquiring ---- */
@@ -241,6 +335,8 @@ acquire(FunctionCallInfo fcinfo, bool session)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("timeout_ms must be -1 (wait until cancelled), 0 (try once) or more")));
 	named_tag(&tag, key);
+	/* before the lock manager or the registry of names is touched */
+	check_session_limit(&tag);
 	remember(key, name, false);
 
 	if (timeout_ms == 0)
@@ -267,6 +363,7 @@ acquire(FunctionCallInfo fcinfo, bool session)
 	if (got)
 	{
 		remember(key, name, true);
+		note_taken(key);
 		if (session)
 			session_entry(key, true)->count++;
 	}
@@ -448,7 +545,7 @@ fs_named_locks(PG_FUNCTION_ARGS)
 		if (names)
 		{
 			LWLockAcquire(names->lock, LW_SHARED);
-			for (int k = 0; k < FS_LOCK_NAMES; k++)
+			for (int k = 0; k < names->size; k++)
 				if (names->entries[k].name[0] != '\0' && names->entries[k].key == key)
 				{
 					values[0] = CStringGetTextDatum(names->entries[k].name);

@@ -16,6 +16,12 @@
  * disconnect.  While the owning backend lives, the background worker renews
  * the lease (every third of it); a backend that dies stops being renewed and
  * its locks free themselves when the lease runs out.
+ *
+ * The registry the worker renews from has flashsale.max_redis_locks slots
+ * for the whole instance.  One session may hold or await at most
+ * flashsale.max_redis_locks_per_session of them (a superuser's setting), so
+ * that it cannot leave every other session, superusers included, without a
+ * slot; a lock over that limit is refused before Redis is asked.
  */
 #include "flashsale.h"
 
@@ -33,6 +39,7 @@
 #include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -47,7 +54,10 @@ PG_FUNCTION_INFO_V1(fs_redis_locks);
 
 /* ---- shared registry: the worker renews leases, the view lists locks ---- */
 
-#define FS_REDIS_LOCKS 256
+/* flashsale.max_redis_locks: the registry's slots, sized at server start */
+static int	max_redis_locks = 1024;
+/* flashsale.max_redis_locks_per_session: one backend's share of them */
+static int	max_redis_locks_per_session = 64;
 
 typedef enum
 {
@@ -72,27 +82,32 @@ typedef struct FsRedisLockSlot
 typedef struct FsRedisLocks
 {
 	LWLock	   *lock;
-	FsRedisLockSlot slots[FS_REDIS_LOCKS];
+	int			size;			/* number of slots */
+	FsRedisLockSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } FsRedisLocks;
 
 static FsRedisLocks *registry = NULL;
 
+/* Called by the shmem_request_hook, after the configuration was read. */
 Size
 fs_redis_locks_shmem_size(void)
 {
-	return MAXALIGN(sizeof(FsRedisLocks));
+	return MAXALIGN(add_size(offsetof(FsRedisLocks, slots),
+							 mul_size(max_redis_locks, sizeof(FsRedisLockSlot))));
 }
 
 void
 fs_redis_locks_shmem_init(void)
 {
+	Size		size = fs_redis_locks_shmem_size();
 	bool		found;
 
-	registry = ShmemInitStruct("flashsale redis locks", sizeof(FsRedisLocks), &found);
+	registry = ShmemInitStruct("flashsale redis locks", size, &found);
 	if (!found)
 	{
-		memset(registry, 0, sizeof(*registry));
+		memset(registry, 0, size);
 		registry->lock = &(GetNamedLWLockTranche("flashsale"))[1].lock;
+		registry->size = max_redis_locks;
 	}
 }
 
@@ -120,12 +135,12 @@ publish_state(const char *name, SlotState state, int64 lease_ms, int64 token)
 	if (registry == NULL)
 		return true;
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < FS_REDIS_LOCKS && slot < 0; i++)
+	for (int i = 0; i < registry->size && slot < 0; i++)
 		if (registry->slots[i].state != SLOT_FREE && registry->slots[i].pid == MyProcPid &&
 			strcmp(registry->slots[i].name, name) == 0)
 			slot = i;
 	if (slot < 0 && state != SLOT_FREE)
-		for (int i = 0; i < FS_REDIS_LOCKS && slot < 0; i++)
+		for (int i = 0; i < registry->size && slot < 0; i++)
 			if (registry->slots[i].state == SLOT_FREE)
 				slot = i;
 	if (slot >= 0)
@@ -327,6 +342,32 @@ release_held(bool at_exit)
 	fs_redis_cleanup = false;
 }
 
+/*
+ * An acquire or a wait cut short by an error (cancel, statement_timeout,
+ * Redis): settle it with Redis and give back its slot in the registry.  At
+ * the abort of the (sub)transaction it ran in: one caught in a PL/pgSQL
+ * block would otherwise leave its slot taken for good, and its place in the
+ * queue until the waiter's TTL.
+ */
+static void
+undo_cut_short(void)
+{
+	if (acquiring[0] != '\0')
+	{
+		fs_redis_cleanup = true;
+		undo_interrupted_acquire(acquiring);
+		fs_redis_cleanup = false;
+		acquiring[0] = '\0';
+	}
+	if (waiting_for[0] != '\0')
+	{
+		fs_redis_cleanup = true;
+		leave_queue(waiting_for);
+		fs_redis_cleanup = false;
+		waiting_for[0] = '\0';
+	}
+}
+
 static void
 redis_locks_xact_callback(XactEvent event, void *arg)
 {
@@ -356,20 +397,7 @@ redis_locks_xact_callback(XactEvent event, void *arg)
 			release_held(false);
 			break;
 		case XACT_EVENT_ABORT:
-			if (acquiring[0] != '\0')
-			{
-				fs_redis_cleanup = true;
-				undo_interrupted_acquire(acquiring);
-				fs_redis_cleanup = false;
-				acquiring[0] = '\0';
-			}
-			if (waiting_for[0] != '\0')
-			{
-				fs_redis_cleanup = true;
-				leave_queue(waiting_for);
-				fs_redis_cleanup = false;
-				waiting_for[0] = '\0';
-			}
+			undo_cut_short();
 			release_held(false);
 			break;
 		default:
@@ -378,15 +406,34 @@ redis_locks_xact_callback(XactEvent event, void *arg)
 }
 
 static void
+redis_locks_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							 SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		undo_cut_short();
+}
+
+static void
 release_session_locks_at_exit(int code, Datum arg)
 {
 	release_held(true);
 }
 
+/* Called from _PG_init: this file's settings and callbacks. */
 void
 fs_redis_locks_init(void)
 {
+	fs_shmem_define_size("flashsale.max_redis_locks",
+						 "Redis locks this instance can hold or await at once.",
+						 "The size of the registry whose leases the background worker renews.",
+						 &max_redis_locks);
+	DefineCustomIntVariable("flashsale.max_redis_locks_per_session",
+							"Redis locks one session can hold or await at once.",
+							"Keeps one session from taking all of flashsale.max_redis_locks.",
+							&max_redis_locks_per_session, 64, 1, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	RegisterXactCallback(redis_locks_xact_callback, NULL);
+	RegisterSubXactCallback(redis_locks_subxact_callback, NULL);
 }
 
 /* ---- acquiring ---- */
@@ -451,14 +498,30 @@ acquire(FunctionCallInfo fcinfo, bool session)
 		exit_hook = true;
 	}
 
-	/* a place in the registry first: a lock left out would not be renewed */
 	h = held_entry(name, false);
-	if ((h == NULL || h->xact_count + h->session_count == 0) &&
-		!publish_state(name, SLOT_WAITING, lease_ms, 0))
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("too many Redis locks held or awaited in this instance"),
-				 errdetail("The watchdog keeps the leases of at most %d.", FS_REDIS_LOCKS)));
+	if (h == NULL || h->xact_count + h->session_count == 0)
+	{
+		/* a new lock: held ones are the entries of held (a wait is this call) */
+		int			mine = held ? (int) hash_get_num_entries(held) : 0;
+
+		/* within this session's share, checked before Redis or the registry is touched */
+		if (mine >= max_redis_locks_per_session)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg_plural("this session already holds %d Redis lock",
+								   "this session already holds %d Redis locks", mine, mine),
+					 errdetail("A session may hold or await at most %d (flashsale.max_redis_locks_per_session).",
+							   max_redis_locks_per_session),
+					 errhint("Release one with redis_unlock() first, or ask a superuser to raise "
+							 "flashsale.max_redis_locks_per_session.")));
+		/* a place in the registry then: a lock left out would not be renewed */
+		if (!publish_state(name, SLOT_WAITING, lease_ms, 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("too many Redis locks held or awaited in this instance"),
+					 errdetail("The watchdog keeps the leases of at most %d.", registry->size),
+					 errhint("Raise flashsale.max_redis_locks (it takes a server restart).")));
+	}
 
 	strlcpy(acquiring, name, sizeof(acquiring));
 	token = try_acquire(name, lease_ms, false, &ttl);
@@ -585,7 +648,7 @@ fs_redis_locks_renew(void)
 
 	if (registry == NULL)
 		return -1;
-	for (int i = 0; i < FS_REDIS_LOCKS; i++)
+	for (int i = 0; i < registry->size; i++)
 	{
 		FsRedisLockSlot s;
 		long		due;
@@ -637,16 +700,18 @@ fs_redis_locks(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	FsRedisLockSlot *copy;
+	int			n;
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (registry == NULL)
 		return (Datum) 0;
-	copy = palloc(sizeof(registry->slots));
+	n = registry->size;
+	copy = palloc(sizeof(FsRedisLockSlot) * n);
 	LWLockAcquire(registry->lock, LW_SHARED);
-	memcpy(copy, registry->slots, sizeof(registry->slots));
+	memcpy(copy, registry->slots, sizeof(FsRedisLockSlot) * n);
 	LWLockRelease(registry->lock);
 
-	for (int i = 0; i < FS_REDIS_LOCKS; i++)
+	for (int i = 0; i < n; i++)
 	{
 		Datum		values[7];
 		bool		nulls[7] = {0};

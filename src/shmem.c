@@ -1,6 +1,9 @@
 /*
  * shmem.c: flashsale's shared memory (only when preloaded): the worker's
- * state, the registry of lock names and the registry of Redis locks.
+ * state, the registry of lock names and the registry of Redis locks.  The
+ * registries are sized by settings fixed at server start
+ * (flashsale.max_lock_names, flashsale.max_redis_locks): the request hook
+ * runs after the configuration was read.
  */
 #include "flashsale.h"
 
@@ -8,6 +11,7 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/guc.h"
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -33,6 +37,19 @@ fs_shmem_startup(void)
 	fs_named_locks_shmem_init();
 	fs_redis_locks_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Define the setting that sizes a registry (from _PG_init; *value holds the
+ * default).  Only while preloading can it be PGC_POSTMASTER, and only then is
+ * there a registry; loaded on demand, the setting only shows what it would be.
+ */
+void
+fs_shmem_define_size(const char *name, const char *short_desc, const char *long_desc, int *value)
+{
+	DefineCustomIntVariable(name, short_desc, long_desc, value, *value, 1, 1000000,
+							process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							0, NULL, NULL, NULL);
 }
 
 /* Called from _PG_init when preloading. */
