@@ -2,6 +2,33 @@
 
 \echo Use "ALTER EXTENSION flashsale UPDATE TO '1.5'" to load this file. \quit
 
+-- ---- The sync pass never waits for a sale -----------------------------
+-- It only tries each product's lock; a busy product is settled and folded
+-- and counted in the new column products_busy / busy.
+DROP FUNCTION flashsale.sync_stock();
+CREATE FUNCTION flashsale.sync_stock(
+    OUT products bigint, OUT reloaded bigint, OUT reservations_settled bigint,
+    OUT units_returned bigint, OUT drift_fixed bigint, OUT ledger_rows_folded bigint,
+    OUT errors bigint, OUT busy bigint)
+RETURNS record AS 'MODULE_PATHNAME', 'fs_sync_stock' LANGUAGE C VOLATILE;
+
+DROP VIEW flashsale.worker_status;
+DROP FUNCTION flashsale.worker_status_info();
+CREATE FUNCTION flashsale.worker_status_info(
+    OUT pid int, OUT database text, OUT sync_interval_s int, OUT started_at timestamptz,
+    OUT last_pass_start timestamptz, OUT last_pass_end timestamptz, OUT passes bigint,
+    OUT products_synced bigint, OUT reservations_settled bigint, OUT units_returned bigint,
+    OUT drift_fixed bigint, OUT products_reloaded bigint, OUT ledger_rows_folded bigint,
+    OUT product_errors bigint, OUT products_busy bigint, OUT redis_ok boolean, OUT last_error text,
+    OUT last_error_at timestamptz)
+RETURNS record AS 'MODULE_PATHNAME', 'fs_worker_status' LANGUAGE C VOLATILE;
+CREATE VIEW flashsale.worker_status AS SELECT * FROM flashsale.worker_status_info();
+
+-- ---- restore_stock gives back at most what was sold ---------------------
+-- The level set_stock last set: restores never raise the stock above it.
+-- NULL for rows set before 1.5 (unbounded until their next set_stock).
+ALTER TABLE flashsale.stock ADD COLUMN set_quantity bigint;
+
 -- ---- Privileges --------------------------------------------------------
 -- EXECUTE on a function is the capability (README "Roles and privileges"):
 -- the functions read and write flashsale's tables as the extension's owner,

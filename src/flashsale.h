@@ -69,6 +69,7 @@ typedef struct FsSyncCounts
 	int64		drift_fixed;	/* products whose Redis figure was corrected */
 	int64		ledger_rows_folded;
 	int64		errors;			/* products skipped by an error */
+	int64		busy;			/* products whose lock was busy: only settled and folded */
 } FsSyncCounts;
 
 extern void fs_sync_all(FsSyncCounts *counts);

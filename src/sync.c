@@ -2,8 +2,7 @@
  * sync.c: the sync pass, flashsale.sync_stock().  The background worker runs
  * it every flashsale.sync_interval; anyone can call it.  One code path.
  *
- * For every product, with its lock held exclusively (no reservation of this
- * instance can be in flight, new ones wait; held only for this product):
+ * For every product:
  *   1. reload it if Redis lost it;
  *   2. settle the reservations of transactions that have ended: a commit
  *      keeps what its ledger rows recorded, the rest goes back; an abort
@@ -15,6 +14,15 @@
  *   4. fold the committed ledger rows into flashsale.stock.quantity, so the
  *      table shows the truth and the ledger does not grow without bound
  *      (the truth, quantity minus ledger, is unchanged by this).
+ * The pass never waits for a sale.  Steps 1 and 3 need the product's lock
+ * held exclusively (no reservation of this instance in flight), and the
+ * pass only tries it: queued behind one long transaction holding a unit,
+ * an exclusive request would stop every buyer behind it.  When the lock is
+ * busy the product is counted "busy" and only settled and folded, which
+ * need no lock (an ended transaction's fate and ledger rows are final, the
+ * settle script never gives back more than the entry holds, and a fold
+ * leaves the truth unchanged); a lost product is reloaded by its next
+ * buyer anyway, and drift is checked at a quieter pass.
  * Each product runs in a subtransaction: a database error in one is counted
  * and the pass goes on.  A Redis error ends the pass (class 08).
  */
@@ -134,16 +142,22 @@ sync_product(int64 product, FsSyncCounts *c)
 	int64		inflight = 0;
 	bool		found;
 	int64		truth;
+	bool		quiet;
 
 	fs_locktag(&tag, FS_LOCK_STOCK, product, 0);
-	fs_lock_wait_mode(&tag, ExclusiveLock, psprintf("product %lld", (long long) product));
+	quiet = fs_lock_try_mode(&tag, ExclusiveLock);
+	if (!quiet)
+		c->busy++;
 
 	/* 1. reload what Redis lost */
 	r = fs_stock_info(product);
 	if (r->element[0]->type != REDIS_REPLY_STRING)
 	{
-		fs_stock_reload(product);
-		c->reloaded++;
+		if (quiet)
+		{
+			fs_stock_reload(product);
+			c->reloaded++;
+		}
 	}
 	else
 	{
@@ -181,8 +195,8 @@ sync_product(int64 product, FsSyncCounts *c)
 	fs_redis_free(r);
 
 	/* 3. check drift: left + in flight must be the truth */
-	found = fs_stock_truth(product, &truth);
-	r = fs_stock_info(product);
+	found = quiet && fs_stock_truth(product, &truth);
+	r = quiet ? fs_stock_info(product) : NULL;
 	if (found && r->element[0]->type == REDIS_REPLY_STRING)
 	{
 		int64		left = strtoll(r->element[0]->str, NULL, 10);
@@ -219,7 +233,8 @@ sync_product(int64 product, FsSyncCounts *c)
 		c->ledger_rows_folded += DatumGetInt64(fs_spi_get(0, 1, &found));
 	fs_spi_finish();
 
-	fs_lock_release_mode(&tag, ExclusiveLock);
+	if (quiet)
+		fs_lock_release_mode(&tag, ExclusiveLock);
 	c->products++;
 }
 
@@ -288,8 +303,8 @@ fs_sync_stock(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
 	FsSyncCounts c;
-	Datum		values[7];
-	bool		nulls[7] = {0};
+	Datum		values[8];
+	bool		nulls[8] = {0};
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
@@ -301,5 +316,6 @@ fs_sync_stock(PG_FUNCTION_ARGS)
 	values[4] = Int64GetDatum(c.drift_fixed);
 	values[5] = Int64GetDatum(c.ledger_rows_folded);
 	values[6] = Int64GetDatum(c.errors);
+	values[7] = Int64GetDatum(c.busy);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

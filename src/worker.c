@@ -113,6 +113,7 @@ add_counts(FsSyncCounts *to, const FsSyncCounts *c)
 	to->drift_fixed += c->drift_fixed;
 	to->ledger_rows_folded += c->ledger_rows_folded;
 	to->errors += c->errors;
+	to->busy += c->busy;
 }
 
 /*
@@ -331,8 +332,8 @@ fs_worker_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
 	FsWorkerState s;
-	Datum		v[17];
-	bool		n[17] = {0};
+	Datum		v[18];
+	bool		n[18] = {0};
 	int			k = 0;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -359,12 +360,13 @@ fs_worker_status(PG_FUNCTION_ARGS)
 	v[k++] = Int64GetDatum(s.total.reloaded);
 	v[k++] = Int64GetDatum(s.total.ledger_rows_folded);
 	v[k++] = Int64GetDatum(s.total.errors);
+	v[k++] = Int64GetDatum(s.total.busy);
 	v[k++] = BoolGetDatum(s.redis_ok);
 	n[k] = s.last_error[0] == '\0';
 	v[k++] = CStringGetTextDatum(s.last_error);
 	TS(s.last_error_at);
 #undef TS
-	Assert(k == 17);
+	Assert(k == 18);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), v, n)));
 }
 
