@@ -115,8 +115,8 @@ ROLLBACK;
 
 -- ---- the admin manages stock and coupons through the functions
 SET ROLE fs_admin;
-SELECT flashsale.set_stock(100, 20);
 SELECT flashsale.restore_stock(100, 1);
+SELECT flashsale.set_stock(100, 20);
 SELECT flashsale.create_coupon('by admin', 3) > :c AS created;
 SELECT flashsale.cancel_coupon(member_coupon_id) FROM flashsale.member_coupon WHERE coupon_id = :c;
 SELECT products >= 1 AS synced, errors FROM flashsale.sync_stock();

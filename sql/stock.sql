@@ -121,3 +121,28 @@ SELECT flashsale.decrement_stock(3);
 PREPARE TRANSACTION 'fs';
 SELECT flashsale.stock_level(3);
 SELECT count(*) FROM pg_prepared_xacts;
+
+-- a multi-item order whose products Redis all lost: every one is reloaded (it failed beyond three)
+SELECT count(flashsale.set_stock(g, 10)) FROM generate_series(71, 76) g;
+SELECT count(flashsale.reload_stock(g)) FROM generate_series(71, 76) g;
+SELECT flashsale.decrement_stock(ARRAY[71, 72, 73, 74, 75, 76]::bigint[], ARRAY[1, 2, 3, 4, 5, 6]::bigint[]);
+
+-- restore_stock gives back at most what was sold since set_stock (committed sales)
+SELECT flashsale.set_stock(80, 10);
+SELECT flashsale.decrement_stock(80, 3);
+SELECT pg_temp.try($$SELECT flashsale.restore_stock(80, 4)$$);
+SELECT flashsale.restore_stock(80, 2);
+SELECT pg_temp.try($$SELECT flashsale.restore_stock(80, 2)$$);
+SELECT flashsale.restore_stock(80, 1);
+SELECT pg_temp.try($$SELECT flashsale.restore_stock(80, 1)$$);
+-- the error says what was sold
+\set VERBOSITY default
+SELECT flashsale.restore_stock(80, 1);
+\set VERBOSITY terse
+-- a transaction's own sales count for its restores (and go with its rollback)
+BEGIN;
+SELECT flashsale.decrement_stock(80, 5);
+SELECT flashsale.restore_stock(80, 2);
+SELECT pg_temp.try($$SELECT flashsale.restore_stock(80, 4)$$);
+ROLLBACK;
+SELECT flashsale.stock_level(80), (SELECT sum(quantity) FROM flashsale.stock_ledger WHERE product_id = 80) AS ledger;

@@ -73,7 +73,8 @@ PG_FUNCTION_INFO_V1(fs_stock_forget);
 static FsQuery q_truth = {
 	"SELECT (s.quantity OPERATOR(pg_catalog.-)"
 	"        coalesce((SELECT pg_catalog.sum(l.quantity) FROM flashsale.stock_ledger l"
-	"                  WHERE l.product_id OPERATOR(pg_catalog.=) s.product_id), 0))::pg_catalog.int8"
+	"                  WHERE l.product_id OPERATOR(pg_catalog.=) s.product_id), 0))::pg_catalog.int8,"
+	"       s.set_quantity"
 	" FROM flashsale.stock s WHERE s.product_id OPERATOR(pg_catalog.=) $1",
 	1, {INT8OID}
 };
@@ -92,12 +93,13 @@ static FsQuery q_lock_row = {
 };
 
 static FsQuery q_set = {
-	"INSERT INTO flashsale.stock AS s (product_id, quantity)"
+	"INSERT INTO flashsale.stock AS s (product_id, quantity, set_quantity)"
 	" VALUES ($1, $2 OPERATOR(pg_catalog.+)"
 	"             coalesce((SELECT pg_catalog.sum(l.quantity) FROM flashsale.stock_ledger l"
-	"                       WHERE l.product_id OPERATOR(pg_catalog.=) $1), 0))"
+	"                       WHERE l.product_id OPERATOR(pg_catalog.=) $1), 0), $2)"
 	" ON CONFLICT (product_id) DO UPDATE"
-	" SET quantity = EXCLUDED.quantity, updated_at = pg_catalog.now()",
+	" SET quantity = EXCLUDED.quantity, set_quantity = EXCLUDED.set_quantity,"
+	"     updated_at = pg_catalog.now()",
 	2, {INT8OID, INT8OID}
 };
 
@@ -124,9 +126,20 @@ typedef struct Reservation
 	uint64		sent_before;	/* fs_redis_sent before the call */
 } Reservation;
 
+/*
+ * A committed reservation whose entry Redis still holds: dropped by the
+ * backend's next script call (it rides along) or at exit.  A fixed ring,
+ * allocated once: the COMMIT callback allocates nothing and cannot fail.
+ * What does not fit (a key longer than FS_SETTLE_KEY, a full ring) is left
+ * to the worker's pass, which settles every ended transaction by its real
+ * outcome anyway.
+ */
+#define FS_SETTLE_RING 128
+#define FS_SETTLE_KEY 256
+
 typedef struct Settle
 {
-	char	   *reserved;		/* the product's reservation key */
+	char		reserved[FS_SETTLE_KEY];	/* the product's reservation key */
 	char		txn[64];
 } Settle;
 
@@ -135,8 +148,11 @@ static List *reservations = NIL;
 static List *dirty = NIL;		/* ProductKeys whose keys go at pre-commit */
 static char txn_ident[64] = "";
 
-static MemoryContext settle_cxt = NULL; /* outlives transactions */
-static List *settles = NIL;		/* committed reservations to drop in Redis */
+static Settle *settle_ring = NULL;	/* FS_SETTLE_RING entries, in TopMemoryContext */
+static int	settle_head = 0;	/* the oldest */
+static int	settle_count = 0;
+
+#define SETTLE(i) (&settle_ring[(settle_head + (i)) % FS_SETTLE_RING])
 static bool exit_hook = false;
 
 /* "<system identifier>.<database>.<flashsale.stock's relfilenode>": see the top */
@@ -373,52 +389,49 @@ drop_dirty_keys(void)
 static void
 flush_settles_at_exit(int code, Datum arg)
 {
-	int			n = list_length(settles);
+	int			n = settle_count;
 	const char **argv;
 	int			k = 0;
-	ListCell   *lc;
 
 	if (n == 0)
 		return;
 	argv = palloc(sizeof(char *) * (2 * n + 3));
-	foreach(lc, settles)
-		argv[k++] = ((Settle *) lfirst(lc))->reserved;
+	for (int i = 0; i < n; i++)
+		argv[k++] = SETTLE(i)->reserved;
 	argv[k++] = "0";
 	argv[k++] = "";
 	argv[k++] = psprintf("%d", n);
-	foreach(lc, settles)
-		argv[k++] = ((Settle *) lfirst(lc))->txn;
+	for (int i = 0; i < n; i++)
+		argv[k++] = SETTLE(i)->txn;
 	fs_redis_free(fs_redis_script(&fs_script_decrement, n, k, argv, NULL, false));
-	settles = NIL;
+	settle_count = 0;
 }
 
+/*
+ * At commit: remember this transaction's reservations, one per product (a
+ * product decremented twice has two records with one entry in Redis).
+ * Compares only with what this call added: O(r^2) in the transaction's own
+ * products, never in the ring's length.
+ */
 static void
 remember_settles(void)
 {
-	MemoryContext old = MemoryContextSwitchTo(settle_cxt);
+	int			first = settle_count;
 	ListCell   *lc;
 
 	foreach(lc, reservations)
 	{
 		Reservation *r = lfirst(lc);
-		Settle	   *s;
-		ListCell   *lc2;
 		bool		seen = false;
 
-		foreach(lc2, settles)
-		{
-			s = lfirst(lc2);
-			if (strcmp(s->reserved, r->keys.reserved) == 0 && strcmp(s->txn, txn_ident) == 0)
-				seen = true;
-		}
-		if (seen)
+		for (int i = first; i < settle_count && !seen; i++)
+			seen = strcmp(SETTLE(i)->reserved, r->keys.reserved) == 0;
+		if (seen || settle_count == FS_SETTLE_RING || strlen(r->keys.reserved) >= FS_SETTLE_KEY)
 			continue;
-		s = palloc(sizeof(Settle));
-		s->reserved = pstrdup(r->keys.reserved);
-		strlcpy(s->txn, txn_ident, sizeof(s->txn));
-		settles = lappend(settles, s);
+		strcpy(SETTLE(settle_count)->reserved, r->keys.reserved);
+		strcpy(SETTLE(settle_count)->txn, txn_ident);
+		settle_count++;
 	}
-	MemoryContextSwitchTo(old);
 }
 
 static void
@@ -501,8 +514,7 @@ ensure_memory(void)
 	{
 		xact_cxt = AllocSetContextCreate(TopMemoryContext, "flashsale stock transaction",
 										 ALLOCSET_SMALL_SIZES);
-		settle_cxt = AllocSetContextCreate(TopMemoryContext, "flashsale stock settles",
-										   ALLOCSET_SMALL_SIZES);
+		settle_ring = MemoryContextAlloc(TopMemoryContext, sizeof(Settle) * FS_SETTLE_RING);
 	}
 	if (!exit_hook)
 	{
@@ -514,11 +526,11 @@ ensure_memory(void)
 /* ---- the database truth: quantity minus ledger ---- */
 
 /*
- * Units left of product according to the database (committed ledger rows,
- * and this transaction's own); false when the product has no stock row.
+ * The truth, and (when set_level) the level set_stock last set, -1 when not
+ * known (a row from before 1.5).  False when the product has no stock row.
  */
-bool
-fs_stock_truth(int64 product, int64 *truth)
+static bool
+truth_and_level(int64 product, int64 *truth, int64 *set_level)
 {
 	Datum		value = Int64GetDatum(product);
 	bool		isnull;
@@ -527,9 +539,27 @@ fs_stock_truth(int64 product, int64 *truth)
 	fs_spi_connect();
 	found = fs_spi_run(&q_truth, &value, NULL, true) > 0;
 	if (found)
+	{
 		*truth = DatumGetInt64(fs_spi_get(0, 1, &isnull));
+		if (set_level)
+		{
+			Datum		level = fs_spi_get(0, 2, &isnull);
+
+			*set_level = isnull ? -1 : DatumGetInt64(level);
+		}
+	}
 	fs_spi_finish();
 	return found;
+}
+
+/*
+ * Units left of product according to the database (committed ledger rows,
+ * and this transaction's own); false when the product has no stock row.
+ */
+bool
+fs_stock_truth(int64 product, int64 *truth)
+{
+	return truth_and_level(product, truth, NULL);
 }
 
 /* ---- reload ---- */
@@ -592,6 +622,42 @@ fs_stock_reload(int64 product)
 
 /* ---- decrement ---- */
 
+/*
+ * The decrement script's reply for n items: {1, left...n}, {0, item, left}
+ * or {-1, item...}, all integers, items within 1..n.
+ */
+static bool
+is_item(const redisReply *e, int n)
+{
+	return e->integer >= 1 && e->integer <= n;
+}
+
+static bool
+decrement_reply_ok(const redisReply *r, int n)
+{
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
+		return false;
+	for (size_t i = 0; i < r->elements; i++)
+		if (r->element[i]->type != REDIS_REPLY_INTEGER)
+			return false;
+	switch (r->element[0]->integer)
+	{
+		case 1:
+			return r->elements == (size_t) n + 1;
+		case 0:
+			return r->elements == 3 && is_item(r->element[1], n);
+		case -1:
+			if (r->elements > (size_t) n + 1)
+				return false;
+			for (size_t i = 1; i < r->elements; i++)
+				if (!is_item(r->element[i], n))
+					return false;
+			return true;
+		default:
+			return false;
+	}
+}
+
 typedef enum ReserveResult
 {
 	RESERVED,
@@ -622,7 +688,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 
 	for (;;)
 	{
-		int			nsettle = Min(list_length(settles), FS_MAX_SETTLE);
+		int			nsettle = Min(settle_count, FS_MAX_SETTLE);
 		int			argc = 0;
 		const char **argv = palloc(sizeof(char *) * (4 * n + 2 * nsettle + 3));
 		List	   *mine = NIL;
@@ -656,34 +722,28 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 		for (int i = 0; i < n; i++)
 			argv[argc++] = ((Reservation *) list_nth(mine, i))->keys.reserved;
 		for (int i = 0; i < nsettle; i++)
-			argv[argc++] = ((Settle *) list_nth(settles, i))->reserved;
+			argv[argc++] = SETTLE(i)->reserved;
 		argv[argc++] = psprintf("%d", n);
 		argv[argc++] = txn_ident;
 		for (int i = 0; i < n; i++)
 			argv[argc++] = psprintf("%lld", (long long) qtys[i]);
 		argv[argc++] = psprintf("%d", nsettle);
 		for (int i = 0; i < nsettle; i++)
-			argv[argc++] = ((Settle *) list_nth(settles, i))->txn;
+			argv[argc++] = SETTLE(i)->txn;
 
 		r = fs_redis_script(&fs_script_decrement, 2 * n + nsettle, argc, argv, NULL, true);
 
 		/* the settles went along: forget them */
-		for (int i = 0; i < nsettle; i++)
+		settle_head = (settle_head + nsettle) % FS_SETTLE_RING;
+		settle_count -= nsettle;
+
+		if (!decrement_reply_ok(r, n))
 		{
-			Settle	   *done = list_nth(settles, i);
-
-			pfree(done->reserved);
-			pfree(done);
-		}
-		old = MemoryContextSwitchTo(settle_cxt);
-		settles = list_delete_first_n(settles, nsettle);
-		MemoryContextSwitchTo(old);
-
-		if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
-			r->element[0]->type != REDIS_REPLY_INTEGER)
+			fs_redis_free(r);
 			ereport(ERROR,
 					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 					 errmsg("unexpected reply from flashsale's Redis script \"decrement\"")));
+		}
 		status = r->element[0]->integer;
 
 		if (status == 1)
@@ -718,18 +778,22 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 			return NOT_ENOUGH;
 		}
 
-		/* Redis does not know one product: load it and try again */
+		/* Redis does not know some products: load them all and try again */
 		{
-			int			missing = (int) r->element[1]->integer - 1;
+			int			nmissing = (int) r->elements - 1;
+			int		   *missing = palloc(sizeof(int) * nmissing);
 
+			for (int i = 0; i < nmissing; i++)
+				missing[i] = (int) r->element[i + 1]->integer - 1;
 			fs_redis_free(r);
 			if (++attempts > 3)
 				ereport(ERROR,
 						(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 						 errmsg("product %lld keeps disappearing from Redis",
-								(long long) products[missing]),
+								(long long) products[missing[0]]),
 						 errhint("Check Redis' maxmemory-policy: stock keys must not be evicted.")));
-			fs_stock_reload(products[missing]);
+			for (int i = 0; i < nmissing; i++)
+				fs_stock_reload(products[missing[i]]);
 		}
 	}
 }
@@ -907,7 +971,9 @@ fs_restore_stock(PG_FUNCTION_ARGS)
 {
 	int64		product,
 				qty,
-				left;
+				left,
+				level;
+	LOCKTAG		restores;
 
 	fs_require_arg(fcinfo, 0, "product_id");
 	fs_require_arg(fcinfo, 1, "quantity");
@@ -919,9 +985,22 @@ fs_restore_stock(PG_FUNCTION_ARGS)
 
 	/* share mode, like decrementers: a reload waits until this commits */
 	lock_product(product, ShareLock);
-	if (!fs_stock_truth(product, &left))
+	/* restores of one product one at a time, each reading the last's commit */
+	fs_locktag(&restores, FS_LOCK_STOCK, product, 1);
+	fs_lock_wait(&restores, psprintf("restores of product %lld", (long long) product));
+	if (!truth_and_level(product, &left, &level))
 		unknown_product(product);
 	check_quantity(left + qty, 0, "stock after the restore");
+	/* units in flight are not counted as sold yet: the bound errs on the safe side */
+	if (level >= 0 && left + qty > level)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg_plural("cannot restore %lld unit of product %lld",
+							   "cannot restore %lld units of product %lld", qty,
+							   (long long) qty, (long long) product),
+				 errdetail("Since set_stock set it to %lld, %lld were sold and not given back.",
+						   (long long) level, (long long) Max(level - left, 0)),
+				 errhint("restore_stock gives back units of committed orders; to raise the stock, use set_stock.")));
 
 	qty = -qty;
 	record_sales(1, &product, &qty);

@@ -5,7 +5,8 @@
 -- ARGV[1] = n, ARGV[2] = transaction, ARGV[3..2+n] = quantities,
 -- ARGV[3+n] = s, ARGV[4+n..3+n+s] = the committed transactions to settle
 -- Returns {1, left1, ..., leftn}; {0, i, left} when product i has too few;
--- {-1, i} when Redis does not know product i (the caller reloads it).
+-- {-1, i, j, ...} when Redis does not know products i, j, ... (the caller
+-- reloads them all, then calls again).
 -- Every check happens before the first write. Values stay below 2^53.
 local n = tonumber(ARGV[1])
 local txn = ARGV[2]
@@ -17,16 +18,19 @@ local function settle()
     end
 end
 
+local missing = {-1}
 for i = 1, n do
     local left = redis.call('GET', KEYS[i])
     if not left then
-        settle()
-        return {-1, i}
-    end
-    if tonumber(left) < tonumber(ARGV[2 + i]) then
+        missing[#missing + 1] = i
+    elseif tonumber(left) < tonumber(ARGV[2 + i]) then
         settle()
         return {0, i, tonumber(left)}
     end
+end
+if #missing > 1 then
+    settle()
+    return missing
 end
 
 settle()
