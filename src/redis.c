@@ -12,8 +12,10 @@
  * leave its connection unlike the one flashsale opened.
  *
  * hiredis' blocking calls cannot be interrupted, so the
- * context is non-blocking and this file drives the socket itself with
- * WaitLatchOrSocket: every call is bounded by flashsale.redis_timeout (the
+ * context is non-blocking and this file drives the socket itself with a
+ * wait set made once per connection (the latch, postmaster death and the
+ * socket; WaitLatchOrSocket would create and close an epoll set at every
+ * wait, four system calls more per call): every call is bounded by flashsale.redis_timeout (the
  * connect by flashsale.redis_connect_timeout), and a query cancel or
  * statement_timeout interrupts a call waiting on Redis.  A connection that
  * failed, timed out or was interrupted mid-call is discarded and reopened on
@@ -41,6 +43,9 @@ typedef struct FsConn
 	bool		busy;			/* a command is out and its reply unread */
 	char	   *settings;		/* the settings it was opened with */
 	char	   *channel;		/* subscriber: the channel it listens to */
+	WaitEventSet *wes;			/* latch, postmaster death, the socket */
+	int			sock_pos;		/* the socket's event in wes */
+	int			sock_events;	/* what it waits for now */
 } FsConn;
 
 static FsConn cmd_conn;			/* commands and scripts */
@@ -99,6 +104,9 @@ discard(FsConn *c)
 		redisFree(c->ctx);
 	c->ctx = NULL;
 	c->busy = false;
+	if (c->wes)
+		FreeWaitEventSet(c->wes);
+	c->wes = NULL;
 	if (c->channel)
 		pfree(c->channel);
 	c->channel = NULL;
@@ -108,23 +116,35 @@ discard(FsConn *c)
 static bool
 wait_socket(FsConn *c, int events, TimestampTz deadline)
 {
+	if (c->wes == NULL)
+	{
+		c->wes = CreateWaitEventSet(TopMemoryContext, 3);
+		AddWaitEventToSet(c->wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(c->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		c->sock_pos = AddWaitEventToSet(c->wes, events, c->ctx->fd, NULL, NULL);
+		c->sock_events = events;
+	}
+	else if (c->sock_events != events)
+	{
+		ModifyWaitEvent(c->wes, c->sock_pos, events, NULL);
+		c->sock_events = events;
+	}
 	for (;;)
 	{
 		long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		int			rc;
+		WaitEvent	ev;
 
 		if (ms <= 0)
 			return false;
-		rc = WaitLatchOrSocket(MyLatch,
-							   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH | events,
-							   c->ctx->fd, ms, PG_WAIT_EXTENSION);
-		if (rc & WL_LATCH_SET)
+		if (WaitEventSetWait(c->wes, ms, &ev, 1, PG_WAIT_EXTENSION) == 0)
+			continue;			/* timed out: the deadline decides */
+		if (ev.events & WL_LATCH_SET)
 		{
 			ResetLatch(MyLatch);
 			/* a cancel throws here; busy makes the next call reconnect */
 			CHECK_FOR_INTERRUPTS();
 		}
-		if (rc & events)
+		if (ev.events & events)
 			return true;
 	}
 }
