@@ -29,6 +29,13 @@ CREATE VIEW flashsale.worker_status AS SELECT * FROM flashsale.worker_status_inf
 -- NULL for rows set before 1.5 (unbounded until their next set_stock).
 ALTER TABLE flashsale.stock ADD COLUMN set_quantity bigint;
 
+-- ---- The ledger: one index, the one its queries use -------------------
+-- Every sale inserts a row; the hot path needs no primary key (nothing
+-- looks a row up by entry_id), and the sync pass asks by (product, xid).
+ALTER TABLE flashsale.stock_ledger DROP CONSTRAINT stock_ledger_pkey;
+DROP INDEX flashsale.stock_ledger_product_id_idx;
+CREATE INDEX stock_ledger_product_xid_idx ON flashsale.stock_ledger (product_id, xid);
+
 -- ---- Privileges --------------------------------------------------------
 -- EXECUTE on a function is the capability (README "Roles and privileges"):
 -- the functions read and write flashsale's tables as the extension's owner,

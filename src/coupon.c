@@ -419,45 +419,6 @@ member_seqs(Relation units, Relation index, int64 coupon_id, int64 member_id, in
 	return n;
 }
 
-/* member_coupon_id's sequence, from the column's nextval() default; cached. */
-static Oid	units_relid = InvalidOid;
-static Oid	units_seqid = InvalidOid;
-
-static void
-forget_units_seq(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == units_relid)
-		units_relid = InvalidOid;
-}
-
-static Oid
-units_sequence(Relation units)
-{
-	static bool registered = false;
-	Node	   *expr;
-
-	if (units_relid == RelationGetRelid(units))
-		return units_seqid;
-	if (!registered)
-	{
-		CacheRegisterRelcacheCallback(forget_units_seq, (Datum) 0);
-		registered = true;
-	}
-	expr = build_column_default(units, fs_table_attnum(units, "member_coupon_id"));
-	if (expr && IsA(expr, FuncExpr) && ((FuncExpr *) expr)->funcid == F_NEXTVAL &&
-		list_length(((FuncExpr *) expr)->args) == 1 &&
-		IsA(linitial(((FuncExpr *) expr)->args), Const))
-	{
-		units_seqid = DatumGetObjectId(((Const *) linitial(((FuncExpr *) expr)->args))->constvalue);
-		units_relid = RelationGetRelid(units);
-		return units_seqid;
-	}
-	ereport(ERROR,
-			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("flashsale.member_coupon.member_coupon_id has no sequence default"),
-			 errhint("Recreate the extension, or restore the column's default.")));
-}
-
 /* Give the member the unit: one member_coupon row. */
 static int64
 give_unit(Issue *is, FsWriter *w, int32 stripe)
@@ -465,7 +426,7 @@ give_unit(Issue *is, FsWriter *w, int32 stripe)
 	TupleDesc	desc = RelationGetDescr(w->rel);
 	Datum	   *values = palloc0(sizeof(Datum) * desc->natts);
 	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
-	int64		id = nextval_internal(units_sequence(w->rel), true);
+	int64		id = nextval_internal(fs_table_serial(w->rel, "member_coupon_id"), true);
 
 	memset(nulls, true, sizeof(bool) * desc->natts);
 #define SET(col, datum) \
@@ -525,6 +486,7 @@ issue_core(int64 member_id, int64 coupon_id, int64 *member_coupon_id)
 	FsStatus	status;
 	FsUser		caller;
 
+	PreventCommandIfReadOnly("flashsale.issue_coupon()");
 	lock_member(&member_tag, coupon_id, member_id);
 	lock_guard(&guard_tag, coupon_id);
 

@@ -138,6 +138,7 @@ typedef struct FsWriter
 
 extern Relation fs_table_open(const char *name, LOCKMODE lockmode);
 extern AttrNumber fs_table_attnum(Relation rel, const char *column);
+extern Oid	fs_table_serial(Relation rel, const char *column);
 extern Oid	fs_table_pkey(Relation rel);
 extern void fs_table_key(ScanKey key, Relation rel, const char *column, Datum value);
 extern bool fs_table_get(Relation rel, Oid index, ScanKey keys, int nkeys,

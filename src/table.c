@@ -35,6 +35,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
+#include "rewrite/rewriteHandler.h"
 #include "storage/bufmgr.h"
 #include "utils/acl.h"
 #include "utils/fmgroids.h"
@@ -98,6 +99,68 @@ fs_table_open(const char *name, LOCKMODE lockmode)
 
 opened:
 	return rel;
+}
+
+/*
+ * The sequence behind a column's nextval() default (a serial column), so
+ * that a direct insert can draw its value: nextval_internal(seq, true).
+ * Remembered for a few relations, forgotten on their relcache invalidation.
+ */
+#define FS_SERIAL_CACHE 4
+
+static struct
+{
+	Oid			relid;
+	AttrNumber	attnum;
+	Oid			seqid;
+}			serials[FS_SERIAL_CACHE];
+
+static void
+forget_serials(Datum arg, Oid relid)
+{
+	for (int i = 0; i < FS_SERIAL_CACHE; i++)
+		if (relid == InvalidOid || serials[i].relid == relid)
+			serials[i].relid = InvalidOid;
+}
+
+Oid
+fs_table_serial(Relation rel, const char *column)
+{
+	static bool registered = false;
+	AttrNumber	attnum = fs_table_attnum(rel, column);
+	int			slot = -1;
+	Node	   *expr;
+
+	for (int i = 0; i < FS_SERIAL_CACHE; i++)
+	{
+		if (serials[i].relid == RelationGetRelid(rel) && serials[i].attnum == attnum)
+			return serials[i].seqid;
+		if (slot < 0 && serials[i].relid == InvalidOid)
+			slot = i;
+	}
+	if (!registered)
+	{
+		CacheRegisterRelcacheCallback(forget_serials, (Datum) 0);
+		registered = true;
+	}
+	expr = build_column_default(rel, attnum);
+	if (expr && IsA(expr, FuncExpr) && ((FuncExpr *) expr)->funcid == F_NEXTVAL &&
+		list_length(((FuncExpr *) expr)->args) == 1 &&
+		IsA(linitial(((FuncExpr *) expr)->args), Const))
+	{
+		Oid			seqid = DatumGetObjectId(((Const *) linitial(((FuncExpr *) expr)->args))->constvalue);
+
+		if (slot < 0)
+			slot = 0;
+		serials[slot].relid = RelationGetRelid(rel);
+		serials[slot].attnum = attnum;
+		serials[slot].seqid = seqid;
+		return seqid;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("flashsale.%s.%s has no sequence default", RelationGetRelationName(rel), column),
+			 errhint("Recreate the extension, or restore the column's default.")));
 }
 
 /* Attribute number of a column of rel, by name. */
@@ -296,8 +359,6 @@ void
 fs_writer_begin(FsWriter *w, Relation rel, bool skip_fk)
 {
 	RangeTblEntry *rte = makeNode(RangeTblEntry);
-
-	PreventCommandIfReadOnly("flashsale coupon issuance");
 
 	w->rel = rel;
 	w->estate = CreateExecutorState();
