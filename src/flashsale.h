@@ -28,8 +28,8 @@ extern char *fs_stock_key(int64 product);
 extern char *fs_reserved_key(int64 product);
 extern void fs_stock_reload(int64 product);
 extern bool fs_stock_truth(int64 product, int64 *truth);
-struct redisReply;
-extern struct redisReply *fs_stock_info(int64 product);
+struct FsReply;
+extern struct FsReply *fs_stock_info(int64 product);
 extern int64 fs_stock_own_units(int64 product);
 extern const char *fs_stock_txn_if_any(void);
 extern bool fs_stock_has_reservations(void);
@@ -178,15 +178,32 @@ typedef struct FsScript
 } FsScript;
 
 extern uint64 fs_redis_sent;
-extern bool fs_redis_cleanup;
-extern struct redisReply *fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw);
-extern struct redisReply *fs_redis_script(FsScript *script, int nkeys, int argc,
+extern void fs_redis_cleanup_begin(void);
+extern void fs_redis_cleanup_end(void);
+/*
+ * A Redis reply, copied out of hiredis' malloc'd reply into palloc'd memory
+ * the moment it arrives: an error between receiving and freeing it can leak
+ * nothing beyond the memory context.  Fields as hiredis' redisReply; type is
+ * one of hiredis' REDIS_REPLY_*.
+ */
+typedef struct FsReply
+{
+	int			type;
+	long long	integer;
+	size_t		len;
+	char	   *str;			/* NUL-terminated; NULL when the type has none */
+	size_t		elements;
+	struct FsReply **element;
+} FsReply;
+
+extern FsReply *fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw);
+extern FsReply *fs_redis_script(FsScript *script, int nkeys, int argc,
 										  const char **argv, const size_t *lens, bool throw);
-extern void fs_redis_free(struct redisReply *reply);
+extern void fs_redis_free(FsReply *reply);
 extern char *fs_redis_address(void);
 extern char *fs_redis_wait_message(const char *channel, TimestampTz deadline);
 extern void fs_redis_unsubscribe(void);
-extern struct redisReply *fs_redis_late_reply(void);
+extern FsReply *fs_redis_late_reply(void);
 
 /* the scripts (lua.c) */
 extern FsScript fs_script_decrement;

@@ -65,19 +65,45 @@ typedef enum FsFailure
 uint64		fs_redis_sent = 0;
 
 /*
- * Set while transaction callbacks clean up: interrupts are held there, so a
- * cancel cannot cut a wait short, and each call is bounded by the shorter of
- * the two timeouts.  What cannot be told to Redis in time is left to the
- * worker and to reloads.
+ * Clean-up: abort and exit callbacks, where interrupts are held (a cancel
+ * cannot cut a wait short) and an error is too late.  As postgres_fdw does,
+ * one phase (fs_redis_cleanup_begin .. _end) has a fixed deadline no user
+ * can raise, shared by every call in it, connecting included; after the
+ * first failure the rest are not sent.  What Redis is not told in time is
+ * left to the worker, to reloads and to leases.
  */
-bool		fs_redis_cleanup = false;
+#define FS_CLEANUP_MS 500
 
-static int
-call_timeout_ms(void)
+static int	cleanup_depth = 0;
+static TimestampTz cleanup_deadline;
+static bool cleanup_failed;
+
+void
+fs_redis_cleanup_begin(void)
 {
-	if (fs_redis_cleanup)
-		return Min(fs_redis_timeout_ms, fs_redis_connect_timeout_ms);
-	return fs_redis_timeout_ms;
+	if (cleanup_depth++ == 0)
+	{
+		cleanup_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FS_CLEANUP_MS);
+		cleanup_failed = false;
+	}
+}
+
+void
+fs_redis_cleanup_end(void)
+{
+	Assert(cleanup_depth > 0);
+	cleanup_depth--;
+}
+
+/* The deadline of a call (or a connect, of connect_ms) starting now. */
+static TimestampTz
+call_deadline(int ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	if (cleanup_depth > 0 && cleanup_deadline < deadline)
+		return cleanup_deadline;
+	return deadline;
 }
 
 char *
@@ -259,8 +285,7 @@ authenticate(FsConn *c, TimestampTz deadline, char **err)
 static FsFailure
 connect_redis(FsConn *c, char **err)
 {
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   fs_redis_connect_timeout_ms);
+	TimestampTz deadline = call_deadline(fs_redis_connect_timeout_ms);
 	int			soerr = 0;
 	socklen_t	len = sizeof(soerr);
 
@@ -349,40 +374,100 @@ ensure_connected(FsConn *c, char **err)
 	return c->ctx != NULL ? FS_OK : connect_redis(c, err);
 }
 
+static FsReply *
+copy_tree(const redisReply *r)
+{
+	FsReply    *c = palloc0(sizeof(FsReply));
+
+	c->type = r->type;
+	c->integer = r->integer;
+	if (r->str)
+	{
+		c->len = r->len;
+		c->str = pnstrdup(r->str, r->len);
+	}
+	if (r->element && r->elements > 0)
+	{
+		c->elements = r->elements;
+		c->element = palloc(sizeof(FsReply *) * r->elements);
+		for (size_t i = 0; i < r->elements; i++)
+			c->element[i] = copy_tree(r->element[i]);
+	}
+	return c;
+}
+
+/*
+ * hiredis' reply, copied into palloc'd memory and freed at once: nothing
+ * malloc'd outlives this function, even if the copy runs out of memory.
+ */
+static FsReply *
+copy_reply(redisReply *r)
+{
+	FsReply    *volatile c = NULL;
+
+	if (r == NULL)
+		return NULL;
+	PG_TRY();
+	{
+		c = copy_tree(r);
+	}
+	PG_CATCH();
+	{
+		freeReplyObject(r);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	freeReplyObject(r);
+	return c;
+}
+
 /*
  * Run one command on connection c and return its reply (free it with
  * fs_redis_free).  An error reply is returned as it is.  On failure: ERROR
  * when throw, else NULL.
  */
-static redisReply *
+static FsReply *
 conn_command(FsConn *c, int argc, const char **argv, const size_t *lens, bool throw)
 {
 	char	   *err = NULL;
-	FsFailure	failure = ensure_connected(c, &err);
+	FsFailure	failure;
 	redisReply *reply;
 
-	if (failure != FS_OK)
-		return fail(c, throw, failure, err);
-	reply = roundtrip(c, argc, argv, lens,
-					  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), call_timeout_ms()),
-					  &err);
-	if (reply == NULL)
-		return fail(c, throw, FS_CALL, err);
-	return reply;
+	if (cleanup_depth > 0 && cleanup_failed)
+		return NULL;			/* stop at the first failure */
+	failure = ensure_connected(c, &err);
+	if (failure == FS_OK)
+	{
+		reply = roundtrip(c, argc, argv, lens, call_deadline(fs_redis_timeout_ms), &err);
+		if (reply)
+			return copy_reply(reply);
+		failure = FS_CALL;
+	}
+	if (cleanup_depth > 0)
+		cleanup_failed = true;
+	(void) fail(c, throw, failure, err);
+	return NULL;
 }
 
 /* One command on the command connection (stock, locks); see conn_command. */
-redisReply *
+FsReply *
 fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
 {
 	return conn_command(&cmd_conn, argc, argv, lens, throw);
 }
 
 void
-fs_redis_free(redisReply *reply)
+fs_redis_free(FsReply *reply)
 {
-	if (reply)
-		freeReplyObject(reply);
+	if (reply == NULL)
+		return;
+	for (size_t i = 0; i < reply->elements; i++)
+		fs_redis_free(reply->element[i]);
+	if (reply->element)
+		pfree(reply->element);
+	if (reply->str)
+		pfree(reply->str);
+	pfree(reply);
 }
 
 /*
@@ -392,14 +477,14 @@ fs_redis_free(redisReply *reply)
  * outside a transaction (the worker's watchdog).
  * argv/lens: nkeys keys then the arguments, argc in all.
  */
-redisReply *
+FsReply *
 fs_redis_script(FsScript *script, int nkeys, int argc, const char **argv,
 				const size_t *lens, bool throw)
 {
 	const char **av = palloc(sizeof(char *) * (argc + 3));
 	size_t	   *al = palloc(sizeof(size_t) * (argc + 3));
 	char		nk[16];
-	redisReply *reply;
+	FsReply    *reply;
 
 	snprintf(nk, sizeof(nk), "%d", nkeys);
 	av[0] = "EVALSHA";
@@ -518,7 +603,7 @@ fs_redis_wait_message(const char *channel, TimestampTz deadline)
  * overtake it).  NULL when none was in flight or it did not come in time
  * (the connection is then dropped).
  */
-redisReply *
+FsReply *
 fs_redis_late_reply(void)
 {
 	char	   *err = NULL;
@@ -526,16 +611,16 @@ fs_redis_late_reply(void)
 
 	if (cmd_conn.ctx == NULL || !cmd_conn.busy)
 		return NULL;
-	r = read_reply(&cmd_conn,
-				   TimestampTzPlusMilliseconds(GetCurrentTimestamp(), call_timeout_ms()),
-				   false, &err);
+	r = read_reply(&cmd_conn, call_deadline(fs_redis_timeout_ms), false, &err);
 	if (r == NULL)
 	{
+		if (cleanup_depth > 0)
+			cleanup_failed = true;
 		discard(&cmd_conn);
 		return NULL;
 	}
 	cmd_conn.busy = false;
-	return r;
+	return copy_reply(r);
 }
 
 /* Stop listening: close the subscriber connection. */
@@ -585,7 +670,7 @@ fs_redis_call(PG_FUNCTION_ARGS)
 	bool	   *nulls;
 	int			n;
 	const char **argv;
-	redisReply *r;
+	FsReply    *r;
 	text	   *result = NULL;
 
 	fs_require_arg(fcinfo, 0, "args");

@@ -244,7 +244,7 @@ owner_script(FsScript *script, const char *prefix, const char *name, int count, 
 {
 	LockKeys	k;
 	const char *argv[5];
-	redisReply *r;
+	FsReply *r;
 	int64		result;
 
 	lock_keys(&k, prefix, name);
@@ -296,7 +296,7 @@ undo_interrupted_acquire(const char *name)
 	HeldLock   *h = held_entry(name, false);
 	int			known = h ? h->xact_count + h->session_count : 0;
 	const char *prefix = h ? h->prefix : fs_key_prefix;
-	redisReply *r = fs_redis_late_reply();
+	FsReply *r = fs_redis_late_reply();
 
 	if (r)
 	{
@@ -323,7 +323,7 @@ release_held(bool at_exit)
 
 	if (held == NULL)
 		return;
-	fs_redis_cleanup = true;
+	fs_redis_cleanup_begin();
 	hash_seq_init(&seq, held);
 	while ((h = hash_seq_search(&seq)) != NULL)
 	{
@@ -339,7 +339,7 @@ release_held(bool at_exit)
 			hash_search(held, h->name, HASH_REMOVE, NULL);
 		}
 	}
-	fs_redis_cleanup = false;
+	fs_redis_cleanup_end();
 }
 
 /*
@@ -354,16 +354,16 @@ undo_cut_short(void)
 {
 	if (acquiring[0] != '\0')
 	{
-		fs_redis_cleanup = true;
+		fs_redis_cleanup_begin();
 		undo_interrupted_acquire(acquiring);
-		fs_redis_cleanup = false;
+		fs_redis_cleanup_end();
 		acquiring[0] = '\0';
 	}
 	if (waiting_for[0] != '\0')
 	{
-		fs_redis_cleanup = true;
+		fs_redis_cleanup_begin();
 		leave_queue(waiting_for);
-		fs_redis_cleanup = false;
+		fs_redis_cleanup_end();
 		waiting_for[0] = '\0';
 	}
 }
@@ -444,7 +444,7 @@ try_acquire(const char *name, int64 lease_ms, bool queue, int64 *ttl)
 {
 	LockKeys	k;
 	const char *argv[9];
-	redisReply *r;
+	FsReply *r;
 	int64		token = 0;
 
 	lock_keys(&k, fs_key_prefix, name);
@@ -671,7 +671,7 @@ fs_redis_locks_renew(void)
 		{
 			LockKeys	k;
 			const char *argv[3];
-			redisReply *r;
+			FsReply *r;
 
 			lock_keys(&k, s.prefix, s.name);
 			argv[0] = k.keys[0];

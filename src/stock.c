@@ -342,7 +342,7 @@ undo_reservations(List *items)
 		if (!drop && !r->uncertain)
 			certain = lappend(certain, r);
 	}
-	fs_redis_cleanup = true;
+	fs_redis_cleanup_begin();
 	give_back(certain);
 	if (doubtful != NIL)
 	{
@@ -357,7 +357,7 @@ undo_reservations(List *items)
 		}
 		fs_redis_free(fs_redis_command(k, argv, NULL, false));
 	}
-	fs_redis_cleanup = false;
+	fs_redis_cleanup_end();
 }
 
 /* Drop the Redis keys of products whose truth this transaction changed. */
@@ -400,7 +400,9 @@ flush_settles_at_exit(int code, Datum arg)
 	argv[k++] = psprintf("%d", n);
 	for (int i = 0; i < n; i++)
 		argv[k++] = SETTLE(i)->txn;
+	fs_redis_cleanup_begin();
 	fs_redis_free(fs_redis_script(&fs_script_decrement, n, k, argv, NULL, false));
+	fs_redis_cleanup_end();
 	settle_count = 0;
 }
 
@@ -588,7 +590,7 @@ fs_stock_reload(int64 product)
 	int64		truth;
 	int64		own;
 	const char *argv[5];
-	redisReply *r;
+	FsReply *r;
 
 	stock_locktag(&tag, product);
 	lock_product(product, ExclusiveLock);
@@ -624,13 +626,13 @@ fs_stock_reload(int64 product)
  * or {-1, item...}, all integers, items within 1..n.
  */
 static bool
-is_item(const redisReply *e, int n)
+is_item(const FsReply *e, int n)
 {
 	return e->integer >= 1 && e->integer <= n;
 }
 
 static bool
-decrement_reply_ok(const redisReply *r, int n)
+decrement_reply_ok(const FsReply *r, int n)
 {
 	if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
 		return false;
@@ -689,7 +691,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 		int			argc = 0;
 		const char **argv = palloc(sizeof(char *) * (4 * n + 2 * nsettle + 3));
 		List	   *mine = NIL;
-		redisReply *r;
+		FsReply *r;
 		int64		status;
 		MemoryContext old;
 
@@ -1039,7 +1041,7 @@ fs_restore_stock(PG_FUNCTION_ARGS)
  * What Redis holds of a product, without reloading: {units left or nil,
  * [transaction, units, ...]}.  Free the reply with fs_redis_free.
  */
-redisReply *
+FsReply *
 fs_stock_info(int64 product)
 {
 	const char *argv[] = {fs_stock_key(product), fs_reserved_key(product)};
@@ -1057,7 +1059,7 @@ fs_stock_level(PG_FUNCTION_ARGS)
 	ensure_memory();
 	for (int attempt = 0;; attempt++)
 	{
-		redisReply *r = fs_stock_info(product);
+		FsReply *r = fs_stock_info(product);
 
 		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
 			r->element[0]->type == REDIS_REPLY_STRING)
@@ -1088,7 +1090,7 @@ fs_stock_redis(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Datum		values[2];
 	bool		nulls[2] = {false, false};
-	redisReply *r;
+	FsReply *r;
 	int64		reserved = 0;
 	char		mine[32];
 
@@ -1133,7 +1135,7 @@ fs_reload_stock(PG_FUNCTION_ARGS)
 {
 	int64		product;
 	const char *argv[3];
-	redisReply *r;
+	FsReply *r;
 	bool		had;
 
 	fs_require_arg(fcinfo, 0, "product_id");

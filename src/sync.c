@@ -138,7 +138,7 @@ sync_product(int64 product, FsSyncCounts *c)
 {
 	LOCKTAG		tag;
 	Datum		value = Int64GetDatum(product);
-	redisReply *r;
+	FsReply *r;
 	int64		inflight = 0;
 	bool		found;
 	int64		truth;
@@ -170,7 +170,7 @@ sync_product(int64 product, FsSyncCounts *c)
 			TxnFate		fate = txn_fate(txn, &fxid);
 			int64		give = units;
 			const char *argv[4];
-			redisReply *s;
+			FsReply *s;
 
 			if (fate == TXN_RUNNING)
 				continue;
@@ -206,7 +206,7 @@ sync_product(int64 product, FsSyncCounts *c)
 		if (left + inflight != truth && truth - inflight >= 0)
 		{
 			const char *argv[3];
-			redisReply *f;
+			FsReply *f;
 
 			argv[0] = fs_stock_key(product);
 			argv[1] = r->element[0]->str;

@@ -301,4 +301,22 @@ exact "statement_timeout, after the hang"
 decrement_ok "statement_timeout, a later decrement"
 exact "statement_timeout, after a later decrement"
 
+echo "-- ROLLBACK on a hung Redis with the session's timeouts at 1 h: the clean-up has its own short deadline"
+# A transaction holding a unit and a Redis lock; Redis is stopped for 6 s
+# while it sleeps 2 s; then ROLLBACK.  Its clean-up (give the unit back,
+# release the lock) must not wait the session's hour, nor until Redis wakes:
+# each clean-up phase has a fixed 500 ms and stops at its first failure.
+( sleep 1; kill -STOP "$(redis_pid)"; sleep 6; kill -CONT "$(redis_pid)" ) &
+stopper=$!
+top "-c flashsale.redis_timeout=3600000 -c flashsale.redis_connect_timeout=3600000" \
+    "BEGIN; SELECT flashsale.decrement_stock(1); SELECT flashsale.redis_lock('rollback-hung', 2000); SELECT pg_sleep(2); ROLLBACK;"
+echo "   rollback on a hung Redis: ${MS} ms in all (2,000 of them asleep)"
+fs_check "rollback on a hung Redis: SQLSTATE" "$STATE" ok
+check_true "rollback on a hung Redis: ends within 3500 ms" "${MS} ms" test "$MS" -lt 3500
+wait "$stopper"
+fs_redis "$rport" PING >/dev/null
+# the give-back was on the wire before the deadline: Redis runs it when it
+# wakes (had it not been sent, the reservation would wait for a sync pass)
+exact "rollback on a hung Redis, after Redis woke"
+
 exit $fail
