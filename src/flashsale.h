@@ -33,6 +33,15 @@ extern struct FsReply *fs_stock_info(int64 product);
 extern int64 fs_stock_own_units(int64 product);
 extern const char *fs_stock_txn_if_any(void);
 extern bool fs_stock_has_reservations(void);
+extern void fs_stock_units_back(int64 product);
+
+/* ---- sold out, answered from shared memory (soldout.c) ---- */
+extern Size fs_soldout_shmem_size(void);
+extern void fs_soldout_shmem_init(void);
+extern uint64 fs_soldout_key(const char *stock_key);
+extern bool fs_soldout_known(uint64 key);
+extern void fs_soldout_mark(uint64 key);
+extern void fs_soldout_forget(uint64 key);
 #define FS_MAX_STOCK INT64CONST(9007199254740991)
 
 /* ---- worker and sync (worker.c, sync.c) ---- */

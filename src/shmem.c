@@ -1,6 +1,7 @@
 /*
  * shmem.c: flashsale's shared memory (only when preloaded): the worker's
- * state, the registry of lock names and the registry of Redis locks.  The
+ * state, the registry of lock names, the registry of Redis locks and the
+ * sold-out verdicts (soldout.c).  The
  * registries are sized by settings fixed at server start
  * (flashsale.max_lock_names, flashsale.max_redis_locks): the request hook
  * runs after the configuration was read.
@@ -21,8 +22,9 @@ fs_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(add_size(fs_worker_shmem_size(), fs_named_locks_shmem_size()),
-									fs_redis_locks_shmem_size()));
+	RequestAddinShmemSpace(add_size(add_size(add_size(fs_worker_shmem_size(), fs_named_locks_shmem_size()),
+											 fs_redis_locks_shmem_size()),
+									fs_soldout_shmem_size()));
 	/* one for the lock names, one for the Redis locks */
 	RequestNamedLWLockTranche("flashsale", 2);
 }
@@ -36,6 +38,7 @@ fs_shmem_startup(void)
 	fs_worker_shmem_init();
 	fs_named_locks_shmem_init();
 	fs_redis_locks_shmem_init();
+	fs_soldout_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -111,6 +111,7 @@ typedef struct ProductKeys
 	int64		product;
 	char	   *stock;
 	char	   *reserved;
+	uint64		soldout;		/* its key in soldout.c */
 } ProductKeys;
 
 typedef struct Reservation
@@ -267,6 +268,14 @@ name_keys(ProductKeys *k, int64 product)
 	k->product = product;
 	k->stock = fs_stock_key(product);
 	k->reserved = fs_reserved_key(product);
+	k->soldout = fs_soldout_key(k->stock);
+}
+
+/* Units of product came back in Redis: a sold-out verdict no longer holds. */
+void
+fs_stock_units_back(int64 product)
+{
+	fs_soldout_forget(fs_soldout_key(fs_stock_key(product)));
 }
 
 static void
@@ -297,6 +306,8 @@ give_back(List *items)
 
 	if (n == 0)
 		return;
+	foreach(lc, items)
+		fs_soldout_forget(((Reservation *) lfirst(lc))->keys.soldout);
 	argv = palloc(sizeof(char *) * (4 * n + 2));
 	foreach(lc, items)
 		argv[k++] = ((Reservation *) lfirst(lc))->keys.stock;
@@ -436,6 +447,8 @@ remember_settles(void)
 static void
 stock_xact_callback(XactEvent event, void *arg)
 {
+	ListCell   *lc;
+
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
@@ -452,6 +465,8 @@ stock_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 			/* durable already: only remember what Redis is to be told later */
+			foreach(lc, dirty)
+				fs_soldout_forget(((ProductKeys *) lfirst(lc))->soldout);
 			remember_settles();
 			forget_transaction();
 			break;
@@ -615,6 +630,7 @@ fs_stock_reload(int64 product)
 	argv[4] = psprintf("%lld", (long long) own);
 	r = fs_redis_script(&fs_script_reload, 2, 5, argv, NULL, true);
 	fs_redis_free(r);
+	fs_soldout_forget(fs_soldout_key(argv[0]));
 
 	fs_lock_release_mode(&tag, ExclusiveLock);
 }
@@ -672,10 +688,21 @@ static ReserveResult
 reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 		int *short_item, int64 *short_left)
 {
-	bool	   *had_lock = palloc(sizeof(bool) * n);
-	LOCKTAG	   *tags = palloc(sizeof(LOCKTAG) * n);
+	bool	   *had_lock;
+	LOCKTAG	   *tags;
 	int			attempts = 0;
 
+	/* known sold out on this instance: no lock, no transaction id, no Redis */
+	for (int i = 0; i < n; i++)
+		if (fs_soldout_known(fs_soldout_key(fs_stock_key(products[i]))))
+		{
+			*short_item = i;
+			*short_left = 0;
+			return NOT_ENOUGH;
+		}
+
+	had_lock = palloc(sizeof(bool) * n);
+	tags = palloc(sizeof(LOCKTAG) * n);
 	ensure_memory();
 	(void) current_txn();
 
@@ -774,6 +801,8 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 			*short_item = (int) r->element[1]->integer - 1;
 			*short_left = r->element[2]->integer;
 			fs_redis_free(r);
+			if (*short_left <= 0)
+				fs_soldout_mark(((Reservation *) list_nth(mine, *short_item))->keys.soldout);
 			return NOT_ENOUGH;
 		}
 
@@ -1045,8 +1074,22 @@ FsReply *
 fs_stock_info(int64 product)
 {
 	const char *argv[] = {fs_stock_key(product), fs_reserved_key(product)};
+	FsReply    *r = fs_redis_script(&fs_script_info, 2, 2, argv, NULL, true);
+	bool		ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+		(r->element[0]->type == REDIS_REPLY_STRING || r->element[0]->type == REDIS_REPLY_NIL) &&
+		r->element[1]->type == REDIS_REPLY_ARRAY && r->element[1]->elements % 2 == 0;
 
-	return fs_redis_script(&fs_script_info, 2, 2, argv, NULL, true);
+	for (size_t i = 0; ok && i < r->element[1]->elements; i++)
+		ok = r->element[1]->element[i]->type == REDIS_REPLY_STRING;
+	if (!ok)
+	{
+		fs_redis_free(r);
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("unexpected reply from flashsale's Redis script \"info\""),
+				 errdetail("Redis at %s, product %lld.", fs_redis_address(), (long long) product)));
+	}
+	return r;
 }
 
 Datum
@@ -1100,8 +1143,6 @@ fs_stock_redis(PG_FUNCTION_ARGS)
 
 	snprintf(mine, sizeof(mine), "%llu:", (unsigned long long) GetSystemIdentifier());
 	r = fs_stock_info(PG_GETARG_INT64(0));
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
-		elog(ERROR, "flashsale: unexpected reply from Redis");
 	if (r->element[0]->type == REDIS_REPLY_STRING)
 		values[0] = Int64GetDatum(strtoll(r->element[0]->str, NULL, 10));
 	else

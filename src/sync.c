@@ -189,6 +189,8 @@ sync_product(int64 product, FsSyncCounts *c)
 			s = fs_redis_script(&fs_script_settle, 2, 4, argv, NULL, true);
 			c->settled++;
 			c->units_returned += s->integer;
+			if (s->integer > 0)
+				fs_stock_units_back(product);
 			fs_redis_free(s);
 		}
 	}
@@ -215,6 +217,7 @@ sync_product(int64 product, FsSyncCounts *c)
 			if (f->integer == 1)
 			{
 				c->drift_fixed++;
+				fs_stock_units_back(product);
 				ereport(LOG,
 						(errmsg("flashsale: product %lld had %lld units left in Redis, the database says %lld; set to %lld",
 								(long long) product, (long long) left,
