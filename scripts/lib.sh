@@ -23,9 +23,21 @@ FS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Commands run as the postgres user, who may not be able to enter the
 # checkout (a clone under /root): work from / and use absolute paths.
 cd /
-PG_BIN=/usr/lib/postgresql/15/bin
-PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
-FS_PACKAGES="make gcc libc6-dev postgresql-15 postgresql-server-dev-15 libhiredis-dev redis-server libipc-run-perl"
+# The PostgreSQL of this Debian release (FS_PG_MAJOR overrides): 12 has 15,
+# 13 has 17, unstable 18.
+fs_debian_pg_major() {
+    local id=""
+    [ -r /etc/os-release ] && id=$(. /etc/os-release && echo "${VERSION_ID:-}")
+    case "$id" in
+        12) echo 15 ;;
+        13) echo 17 ;;
+        *) echo 18 ;;
+    esac
+}
+PG_MAJOR=${FS_PG_MAJOR:-$(fs_debian_pg_major)}
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PGXS_DIR=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs
+FS_PACKAGES="make gcc libc6-dev postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libhiredis-dev redis-server libipc-run-perl"
 
 FS_CLUSTERS=()
 # every temp dir of this script lives below one root, removed at exit

@@ -333,7 +333,7 @@ take_unit(Issue *is, int32 nstripes)
 {
 	DryStripes *dry = dry_stripes(is->coupon_id, nstripes);
 	int32	   *cand = palloc(sizeof(int32) * dry->nstripes);
-	int			start = MyProc->pgprocno % dry->nstripes;
+	int			start = FS_MY_PROC_NUMBER % dry->nstripes;
 	int32		stripe = -1;
 	int			natts;
 

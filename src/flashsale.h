@@ -10,6 +10,8 @@
 #include "storage/lock.h"
 #include "utils/timestamp.h"
 
+#include "pg_compat.h"
+
 /* ---- GUCs (flashsale.c) ---- */
 extern int	fs_lock_timeout_ms;
 extern int	fs_coupon_stripes;

@@ -144,7 +144,7 @@ wait_socket(FsConn *c, int events, TimestampTz deadline)
 {
 	if (c->wes == NULL)
 	{
-		c->wes = CreateWaitEventSet(TopMemoryContext, 3);
+		c->wes = fs_create_wait_event_set(3);
 		AddWaitEventToSet(c->wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(c->wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		c->sock_pos = AddWaitEventToSet(c->wes, events, c->ctx->fd, NULL, NULL);
@@ -562,14 +562,14 @@ fs_redis_wait_message(const char *channel, TimestampTz deadline)
 		if (r->type == REDIS_REPLY_ERROR)
 		{
 			/* e.g. NOPERM: an ACL user without the channel */
-			char	   *msg = pstrdup(r->str);
+			char	   *refusal = pstrdup(r->str);
 
 			freeReplyObject(r);
 			discard(&sub_conn);
 			ereport(ERROR,
 					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 					 errmsg("Redis refused SUBSCRIBE to \"%s\"", channel),
-					 errdetail("Redis at %s: %s", fs_redis_address(), msg),
+					 errdetail("Redis at %s: %s", fs_redis_address(), refusal),
 					 errhint("A Redis ACL user needs the channels of flashsale's locks, e.g. &*.")));
 		}
 		freeReplyObject(r);

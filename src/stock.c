@@ -709,7 +709,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 	for (int i = 0; i < n; i++)
 	{
 		stock_locktag(&tags[i], products[i]);
-		had_lock[i] = LockHeldByMe(&tags[i], ShareLock);
+		had_lock[i] = fs_lock_held_by_me(&tags[i], ShareLock);
 	}
 
 	for (;;)

@@ -102,7 +102,7 @@ txn_fate(const char *txn, FullTransactionId *fxid_out)
 
 	/* as pg_xact_status does: the clog must not be truncated under us */
 	LWLockAcquire(XactTruncationLock, LW_SHARED);
-	if (TransactionIdPrecedes(xid, ShmemVariableCache->oldestClogXid))
+	if (TransactionIdPrecedes(xid, FS_TRANSAM_VARIABLES->oldestClogXid))
 		fate = TXN_UNKNOWN;
 	else if (TransactionIdIsInProgress(xid))
 		fate = TXN_RUNNING;

@@ -186,7 +186,7 @@ fs_table_attnum(Relation rel, const char *column)
 Oid
 fs_table_pkey(Relation rel)
 {
-	Oid			index = RelationGetPrimaryKeyIndex(rel);
+	Oid			index = fs_primary_key_index(rel);
 
 	if (!OidIsValid(index))
 		elog(ERROR, "flashsale: relation \"%s\" has no primary key",
@@ -367,13 +367,13 @@ fs_writer_begin(FsWriter *w, Relation rel, bool skip_fk)
 	rte->relid = RelationGetRelid(rel);
 	rte->relkind = rel->rd_rel->relkind;
 	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(w->estate, list_make1(rte));
+	fs_init_range_table(w->estate, rte);
 
 	w->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->rri, rel, 1, NULL, 0);
 	if (skip_fk && !has_user_triggers(rel))
 		w->rri->ri_TrigDesc = NULL;
-	w->rri->ri_ConstraintExprs = table_checks(rel);
+	w->rri->FS_RRI_CHECK_EXPRS = table_checks(rel);
 	ExecOpenIndices(w->rri, false);
 	w->slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(rel), &TTSOpsVirtual);
 	AfterTriggerBeginQuery();
@@ -435,7 +435,7 @@ fs_writer_update(FsWriter *w, ItemPointer tid, const Datum *values, const bool *
 	{
 		TM_FailureData tmfd;
 		LockTupleMode lockmode;
-		bool		update_indexes;
+		FsUpdateIndexes update_indexes;
 
 		if (rel->rd_att->constr)
 			ExecConstraints(w->rri, slot, w->estate);
@@ -452,8 +452,8 @@ fs_writer_update(FsWriter *w, ItemPointer tid, const Datum *values, const bool *
 				elog(ERROR, "flashsale: unexpected outcome of an update of \"%s\"",
 					 RelationGetRelationName(rel));
 		}
-		if (update_indexes && w->rri->ri_NumIndices > 0)
-			list_free(ExecInsertIndexTuples(w->rri, slot, w->estate, true, false, NULL, NIL));
+		if (update_indexes != FS_UPDATE_NO_INDEXES && w->rri->ri_NumIndices > 0)
+			list_free(fs_insert_update_index_tuples(w->rri, slot, w->estate, update_indexes));
 	}
 	else
 	{
@@ -462,7 +462,7 @@ fs_writer_update(FsWriter *w, ItemPointer tid, const Datum *values, const bool *
 													 &TTSOpsVirtual);
 
 		old->tts_tid = *tid;
-		EvalPlanQualInit(&epq, w->estate, NULL, NIL, -1);
+		fs_epq_init(&epq, w->estate);
 		ExecSimpleRelationUpdate(w->rri, w->estate, &epq, old, slot);
 		EvalPlanQualEnd(&epq);
 	}
