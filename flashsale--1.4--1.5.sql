@@ -74,3 +74,11 @@ GRANT SELECT ON flashsale.stock_status, flashsale.coupon_status,
 GRANT EXECUTE ON FUNCTION flashsale.stock_redis(bigint), flashsale.worker_status_info(),
                           flashsale.named_locks(), flashsale.redis_locks(),
                           flashsale.stock_keys(bigint) TO pg_monitor;
+
+-- ---- Which version is this? -------------------------------------------
+-- The loaded library's version and the SQL objects' version here; a WARNING
+-- when they differ (a new library, the database not updated yet).
+CREATE FUNCTION flashsale.version(OUT library text, OUT installed text)
+RETURNS record AS 'MODULE_PATHNAME', 'fs_version' LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION flashsale.version() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flashsale.version() TO pg_monitor;

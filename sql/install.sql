@@ -1,6 +1,7 @@
 -- A fresh install at the default version.
 CREATE EXTENSION flashsale;
 SELECT extversion FROM pg_extension WHERE extname = 'flashsale';
+SELECT * FROM flashsale.version();
 SELECT nspname FROM pg_namespace WHERE nspname = 'flashsale';
 -- everything the extension owns
 SELECT pg_describe_object(classid, objid, 0) AS object

@@ -16,11 +16,23 @@
  */
 #include "flashsale.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/rel.h"
 
 PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(fs_version);
 
 int			fs_lock_timeout_ms = 5000;
 int			fs_coupon_stripes = 64;
@@ -153,4 +165,62 @@ _PG_init(void)
 		fs_shmem_register();
 		fs_worker_register();
 	}
+}
+
+/* pg_extension.extversion of flashsale in this database */
+static char *
+installed_version(void)
+{
+	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *version = NULL;
+
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("flashsale"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (version == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"flashsale\" is not installed in this database")));
+	return version;
+}
+
+/*
+ * version() -> (library, installed): the loaded library's version and the
+ * extension's SQL version in this database.  They differ after a new
+ * library was installed and the database not yet updated (or the reverse):
+ * a WARNING says what to run.
+ */
+Datum
+fs_version(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	char	   *installed = installed_version();
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (strcmp(installed, FS_VERSION) != 0)
+		ereport(WARNING,
+				(errmsg("flashsale's library is version %s, its SQL objects here are version %s",
+						FS_VERSION, installed),
+				 errhint("Run ALTER EXTENSION flashsale UPDATE in this database (after restarting the "
+						 "server if the library was replaced).")));
+	values[0] = CStringGetTextDatum(FS_VERSION);
+	values[1] = CStringGetTextDatum(installed);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -12,6 +12,9 @@
 
 #include "pg_compat.h"
 
+/* the library's version; flashsale.control's default_version must match */
+#define FS_VERSION "1.5"
+
 /* ---- GUCs (flashsale.c) ---- */
 extern int	fs_lock_timeout_ms;
 extern int	fs_coupon_stripes;
