@@ -18,6 +18,7 @@ use strict;
 use warnings FATAL => 'all';
 
 use Exporter 'import';
+use Cwd ();
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -47,7 +48,8 @@ sub redis_start
 {
 	die "redis-server already running (pid $redis{pid})" if $redis{pid};
 	$redis{port} //= PostgreSQL::Test::Cluster::get_free_port();
-	$redis{dir}  //= PostgreSQL::Test::Utils::tempdir('redis');
+	# absolute: Redis 8 enters --dir before it opens --logfile
+	$redis{dir}  //= Cwd::abs_path(PostgreSQL::Test::Utils::tempdir('redis'));
 	my $pidfile = "$redis{dir}/redis.pid";
 	unlink $pidfile;
 
