@@ -15,7 +15,7 @@ SELECT name, kind, holder_pid = pg_backend_pid() AS mine, held_since IS NOT NULL
 FROM flashsale.locks;
 SELECT flashsale.release_lock('order:42'), flashsale.is_free_lock('order:42');
 SELECT flashsale.release_lock('order:42'), flashsale.is_free_lock('order:42');
-SELECT flashsale.release_lock('order:42');        -- not held: false
+SELECT flashsale.release_lock('order:42');        -- nobody holds it: NULL, as MySQL's RELEASE_LOCK
 SELECT count(*) FROM flashsale.locks;
 
 -- release_all_locks counts every session-level acquisition
@@ -35,17 +35,45 @@ SELECT flashsale.get_xact_lock('batch');
 ROLLBACK;
 SELECT flashsale.is_free_lock('batch');
 
+-- an error rolls back the transaction-level lock with it, and a savepoint's
+-- rollback what it took; a session-level lock outlives the failed transaction,
+-- counted once
+BEGIN;
+SELECT flashsale.get_xact_lock('err'), flashsale.get_lock('err:s');
+SELECT 1 / 0;
+ROLLBACK;
+SELECT flashsale.is_free_lock('err'), flashsale.release_lock('err:s'), flashsale.release_lock('err:s');
+BEGIN;
+SAVEPOINT sp;
+SELECT flashsale.get_xact_lock('err:sp');
+ROLLBACK TO SAVEPOINT sp;
+SELECT flashsale.is_free_lock('err:sp');
+COMMIT;
+
 -- flashsale's key space never meets pg_advisory_lock's
 SELECT pg_advisory_lock(hashtext('k')), pg_advisory_lock(0), pg_advisory_lock(0, 0);
 SELECT flashsale.get_lock('k', 0);
-SELECT count(*) AS advisory_locks, count(DISTINCT objsubid) AS key_spaces
-FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
--- but they are advisory locks: pg_advisory_unlock_all() (and DISCARD ALL) release them too
+-- (objsubid is int2: named locks, 0xF504, read -2812; -2810, 0xF506, is the
+-- witness of this session's session-level named locks)
+SELECT objsubid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+GROUP BY objsubid ORDER BY objsubid;
+-- but they are advisory locks: pg_advisory_unlock_all() (and DISCARD ALL) release them too;
+-- release_lock says nobody holds the name (NULL), release_all_locks counts nothing
 SELECT pg_advisory_unlock_all();
 SELECT flashsale.is_free_lock('k'), flashsale.release_lock('k'), flashsale.release_all_locks();
 -- a name taken again afterwards counts from one: release_all_locks releases it once
 SELECT flashsale.get_lock('k');
 SELECT flashsale.release_all_locks(), flashsale.is_free_lock('k');
+-- the same without asking in between: four names, two of them twice, released
+-- behind flashsale's back, then two taken again; exactly those two are released
+SELECT flashsale.get_lock('u1'), flashsale.get_lock('u1'), flashsale.get_lock('u2'),
+       flashsale.get_lock('u2'), flashsale.get_lock('u3'), flashsale.get_lock('u4');
+SELECT pg_advisory_unlock_all();
+SELECT flashsale.get_lock('u1'), flashsale.get_lock('u3');
+SELECT flashsale.release_all_locks(), flashsale.release_all_locks();
+SELECT count(*) AS advisory_locks_left FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+SELECT flashsale.release_lock('u1');
 
 -- errors, with their SQLSTATEs; nothing is taken
 SELECT pg_temp.try($$SELECT flashsale.get_lock('')$$);

@@ -158,7 +158,8 @@ typedef enum FsLockKind
 	FS_LOCK_COUPON_MEMBER = 0xF502,
 	FS_LOCK_STOCK = 0xF503,
 	FS_LOCK_NAMED = 0xF504,
-	FS_LOCK_COUPON_GUARD = 0xF505
+	FS_LOCK_COUPON_GUARD = 0xF505,
+	FS_LOCK_NAMED_WITNESS = 0xF506
 } FsLockKind;
 
 extern void fs_locktag(LOCKTAG *tag, FsLockKind kind, int64 key1, int64 key2);

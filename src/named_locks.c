@@ -11,6 +11,16 @@
  * Names are remembered in shared memory (when preloaded) so that the view
  * flashsale.locks can say which name a lock is, and since when it is held.
  *
+ * release_lock and release_all_locks count this session's session-level
+ * acquisitions of each name.  pg_advisory_unlock_all() and DISCARD ALL
+ * release every session-level advisory lock of the backend, these
+ * included, without telling anyone; so while it counts anything, the
+ * session also holds a session-level "witness" lock of its own
+ * (FS_LOCK_NAMED_WITNESS, keyed by its pid).  Whatever released the names
+ * released the witness with them: when it is gone, the counts are stale and
+ * are forgotten before they are used.  The counts are then exact, and no
+ * lock is released twice or left behind.
+ *
  * Each lock takes an entry of the lock manager's shared table, which every
  * session of the instance needs; a session may hold at most
  * flashsale.max_named_locks_per_session distinct names (a superuser's
@@ -201,6 +211,63 @@ typedef struct SessionLock
 
 static HTAB *session_locks = NULL;
 
+/* The witness of this session's session-level named locks (see the top). */
+static void
+witness_tag(LOCKTAG *tag)
+{
+	fs_locktag(tag, FS_LOCK_NAMED_WITNESS, MyProcPid, 0);
+}
+
+/*
+ * Forget the counts if pg_advisory_unlock_all() or DISCARD ALL released
+ * the locks they count: the witness went with them.
+ */
+static void
+forget_if_released(void)
+{
+	LOCKTAG		tag;
+
+	if (session_locks == NULL)
+		return;
+	witness_tag(&tag);
+	if (!LockHeldByMe(&tag, ExclusiveLock))
+	{
+		hash_destroy(session_locks);
+		session_locks = NULL;
+	}
+}
+
+/* Before a session-level acquisition is counted: the witness is held. */
+static void
+hold_witness(void)
+{
+	LOCKTAG		tag;
+
+	forget_if_released();
+	witness_tag(&tag);
+	if (LockHeldByMe(&tag, ExclusiveLock))
+		return;
+	/* nobody else ever asks for it: try once */
+	if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+		elog(ERROR, "flashsale: could not take the witness of this session's named locks");
+}
+
+/* After the last count went: neither counts nor witness are left. */
+static void
+drop_witness(void)
+{
+	LOCKTAG		tag;
+
+	if (session_locks != NULL)
+	{
+		hash_destroy(session_locks);
+		session_locks = NULL;
+	}
+	witness_tag(&tag);
+	if (LockHeldByMe(&tag, ExclusiveLock))
+		LockRelease(&tag, ExclusiveLock, true);
+}
+
 static SessionLock *
 session_entry(uint64 key, bool create)
 {
@@ -338,6 +405,12 @@ acquire(FunctionCallInfo fcinfo, bool session)
 	/* before the lock manager or the registry of names is touched */
 	check_session_limit(&tag);
 	remember(key, name, false);
+	if (session)
+	{
+		/* witness and count's entry first: nothing can fail once it is taken */
+		hold_witness();
+		(void) session_entry(key, true);
+	}
 
 	if (timeout_ms == 0)
 		got = LockAcquire(&tag, ExclusiveLock, session, true) != LOCKACQUIRE_NOT_AVAIL;
@@ -360,12 +433,23 @@ acquire(FunctionCallInfo fcinfo, bool session)
 		PG_END_TRY();
 		got = true;
 	}
+	if (session)
+	{
+		SessionLock *s = session_entry(key, false);
+
+		if (got)
+			s->count++;
+		else if (s->count == 0)
+		{
+			hash_search(session_locks, &key, HASH_REMOVE, NULL);
+			if (hash_get_num_entries(session_locks) == 0)
+				drop_witness();
+		}
+	}
 	if (got)
 	{
 		remember(key, name, true);
 		note_taken(key);
-		if (session)
-			session_entry(key, true)->count++;
 	}
 	return got;
 }
@@ -384,7 +468,14 @@ fs_get_xact_lock(PG_FUNCTION_ARGS)
 
 /* ---- releasing ---- */
 
-/* release_lock(name): true when this session held it (once more released). */
+static int	holder_of(uint64 key);
+
+/*
+ * release_lock(name), as MySQL's RELEASE_LOCK: true when this session held
+ * it at session level (one acquisition released), false when it is held by
+ * another session (or by this one with get_xact_lock only: released when
+ * the transaction ends), NULL when nobody holds it.
+ */
 Datum
 fs_release_lock(PG_FUNCTION_ARGS)
 {
@@ -395,20 +486,24 @@ fs_release_lock(PG_FUNCTION_ARGS)
 
 	fs_require_arg(fcinfo, 0, "name");
 	key = name_key(PG_GETARG_TEXT_PP(0), &name);
+	forget_if_released();
 	s = session_entry(key, false);
-	if (s == NULL || s->count == 0)
-		PG_RETURN_BOOL(false);
-	named_tag(&tag, key);
-	if (!LockHeldByMe(&tag, ExclusiveLock))
+	if (s != NULL && s->count > 0)
 	{
-		/* pg_advisory_unlock_all() or DISCARD released it behind our back */
-		hash_search(session_locks, &key, HASH_REMOVE, NULL);
-		PG_RETURN_BOOL(false);
+		named_tag(&tag, key);
+		if (!LockRelease(&tag, ExclusiveLock, true))
+			elog(ERROR, "flashsale: lost count of named lock \"%s\"", name);
+		if (--s->count == 0)
+		{
+			hash_search(session_locks, &key, HASH_REMOVE, NULL);
+			if (hash_get_num_entries(session_locks) == 0)
+				drop_witness();
+		}
+		PG_RETURN_BOOL(true);
 	}
-	LockRelease(&tag, ExclusiveLock, true);
-	if (--s->count == 0)
-		hash_search(session_locks, &key, HASH_REMOVE, NULL);
-	PG_RETURN_BOOL(true);
+	if (holder_of(key) == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_BOOL(false);
 }
 
 /* release_all_locks(): the number of session-level acquisitions released. */
@@ -419,20 +514,23 @@ fs_release_all_locks(PG_FUNCTION_ARGS)
 	SessionLock *s;
 	int32		released = 0;
 
+	forget_if_released();
 	if (session_locks == NULL)
+	{
+		drop_witness();
 		PG_RETURN_INT32(0);
+	}
 	hash_seq_init(&seq, session_locks);
 	while ((s = hash_seq_search(&seq)) != NULL)
 	{
 		LOCKTAG		tag;
 
 		named_tag(&tag, s->key);
-		/* not held any more if pg_advisory_unlock_all() or DISCARD released it */
-		if (LockHeldByMe(&tag, ExclusiveLock))
-			for (; s->count > 0; s->count--, released++)
-				LockRelease(&tag, ExclusiveLock, true);
-		hash_search(session_locks, &s->key, HASH_REMOVE, NULL);
+		for (; s->count > 0; s->count--, released++)
+			if (!LockRelease(&tag, ExclusiveLock, true))
+				elog(ERROR, "flashsale: lost count of a named lock");
 	}
+	drop_witness();
 	PG_RETURN_INT32(released);
 }
 
