@@ -75,6 +75,19 @@ SELECT count(*) AS advisory_locks_left FROM pg_locks
 WHERE locktype = 'advisory' AND pid = pg_backend_pid();
 SELECT flashsale.release_lock('u1');
 
+-- names are case-sensitive (PostgreSQL's text compares exactly): two locks
+SELECT flashsale.get_lock('Order:1', 0), flashsale.get_lock('order:1', 0);
+SELECT name FROM flashsale.locks WHERE name ILIKE 'order:1' ORDER BY name COLLATE "C";
+SELECT flashsale.release_all_locks();
+
+-- names are limited to 64 characters, as in MySQL, not bytes: 64 two-byte
+-- characters (128 bytes) are a name; 65 are not (42622)
+SELECT flashsale.get_lock(repeat('é', 64), 0), octet_length(repeat('é', 64));
+SELECT name = repeat('é', 64) AS remembered FROM flashsale.locks;
+SELECT flashsale.release_lock(repeat('é', 64));
+SELECT pg_temp.try($$SELECT flashsale.get_lock(repeat('é', 65))$$);
+SELECT pg_temp.try($$SELECT flashsale.release_lock(repeat('é', 65))$$);
+
 -- errors, with their SQLSTATEs; nothing is taken
 SELECT pg_temp.try($$SELECT flashsale.get_lock('')$$);
 SELECT pg_temp.try($$SELECT flashsale.get_lock(repeat('x', 65))$$);

@@ -50,7 +50,10 @@ extern void fs_shmem_define_size(const char *name, const char *short_desc,
 extern void fs_named_locks_init(void);
 extern Size fs_named_locks_shmem_size(void);
 extern void fs_named_locks_shmem_init(void);
+/* a lock name's limit: characters for named locks, bytes for Redis locks */
 #define FS_LOCK_NAME_MAX 64
+/* the bytes a named lock's name may take (MAX_MULTIBYTE_CHAR_LEN per character) */
+#define FS_LOCK_NAME_BYTES (FS_LOCK_NAME_MAX * 4)
 extern char *fs_lock_name(text *t);
 
 /* ---- Redis locks (redis_locks.c) ---- */

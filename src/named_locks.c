@@ -8,6 +8,11 @@
  * 2) and from the coupon locks.  The lock manager does the rest: waiters are
  * served FIFO, deadlocks are detected, a cancel ends a wait.
  *
+ * A name is at most FS_LOCK_NAME_MAX characters, as in MySQL (a multibyte
+ * name may take up to four times as many bytes), and compares exactly, byte
+ * for byte, as PostgreSQL's text does: 'A' and 'a' are two locks (MySQL's
+ * default collation would make them one).
+ *
  * Names are remembered in shared memory (when preloaded) so that the view
  * flashsale.locks can say which name a lock is, and since when it is held.
  *
@@ -34,6 +39,7 @@
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
@@ -64,7 +70,7 @@ typedef struct FsLockName
 	uint64		key;
 	int			holder_pid;		/* the last backend that acquired it */
 	TimestampTz since;			/* when it did */
-	char		name[FS_LOCK_NAME_MAX + 1];
+	char		name[FS_LOCK_NAME_BYTES + 1];
 } FsLockName;
 
 typedef struct FsLockNames
@@ -154,7 +160,11 @@ remember(uint64 key, const char *name, bool holder)
 
 /* ---- tags ---- */
 
-/* A lock name as a C string, or an error when empty or too long. */
+/*
+ * A Redis lock's name as a C string, or an error when empty or over
+ * FS_LOCK_NAME_MAX bytes (redis_locks.c keeps names in buffers of that
+ * size).
+ */
 char *
 fs_lock_name(text *t)
 {
@@ -173,10 +183,35 @@ fs_lock_name(text *t)
 	return name;
 }
 
+/*
+ * A named lock's name as a C string, or an error when empty or over
+ * FS_LOCK_NAME_MAX characters (MySQL's limit, in characters too).
+ */
+static char *
+named_lock_name(text *t)
+{
+	char	   *name = text_to_cstring(t);
+	int			len = (int) strlen(name);
+	int			chars;
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock name must not be empty")));
+	chars = pg_mbstrlen_with_len(name, len);
+	if (chars > FS_LOCK_NAME_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("lock name is too long"),
+				 errdetail("It is %d characters long; the limit is %d.", chars, FS_LOCK_NAME_MAX)));
+	Assert(len <= FS_LOCK_NAME_BYTES);
+	return name;
+}
+
 static uint64
 name_key(text *t, char **name_out)
 {
-	char	   *name = fs_lock_name(t);
+	char	   *name = named_lock_name(t);
 
 	*name_out = name;
 	return hash_bytes_extended((const unsigned char *) name, (int) strlen(name), 0);
