@@ -102,6 +102,27 @@ SELECT pg_temp.try($$SELECT flashsale.is_free_lock('')$$);
 SELECT pg_temp.try($$SELECT flashsale.is_used_lock(NULL)$$);
 SELECT count(*) FROM flashsale.locks;
 
+-- listing is O(n log n) in time and O(n) in memory: one session holds 4,000
+-- names (a superuser raised its share), and listing them raises the backend's
+-- peak memory (VmHWM) by far less than 20 MB (the O(n^2) listing took ~250 MB).
+-- Every lock is listed; the registry (flashsale.max_lock_names, 100 in
+-- test/regress.conf) names the last 100 taken, the others have a NULL name.
+SET flashsale.max_named_locks_per_session = 5000;
+SELECT count(*) FILTER (WHERE flashsale.get_lock('many:' || i, 0)) AS taken
+FROM generate_series(1, 4000) i;
+CREATE FUNCTION pg_temp.vmhwm_kb() RETURNS bigint LANGUAGE sql AS $$
+    SELECT substring(pg_read_file('/proc/self/status') FROM 'VmHWM:\s*(\d+) kB')::bigint
+$$;
+SELECT pg_temp.vmhwm_kb() AS hwm_before \gset
+SELECT count(*) AS locks, count(*) FILTER (WHERE holder_pid = pg_backend_pid()) AS mine,
+       count(name) = current_setting('flashsale.max_lock_names')::int AS named_by_registry,
+       count(name) FILTER (WHERE name LIKE 'many:%') AS named_many
+FROM flashsale.locks;
+SELECT pg_temp.vmhwm_kb() - :hwm_before < 20 * 1024 AS listing_memory_small;
+SELECT flashsale.release_all_locks();
+RESET flashsale.max_named_locks_per_session;
+SELECT count(*) FROM flashsale.locks;
+
 -- Redis locks, seen from one backend (two instances: test/t/070)
 BEGIN;
 SELECT flashsale.redis_lock('job') AS t1 \gset

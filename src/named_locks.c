@@ -15,6 +15,9 @@
  *
  * Names are remembered in shared memory (when preloaded) so that the view
  * flashsale.locks can say which name a lock is, and since when it is held.
+ * Listing them costs O(n log n) time and O(n) memory in the locks listed:
+ * the lock manager's rows of named locks are sorted once by name and wait
+ * start, and the registry is read once.
  *
  * release_lock and release_all_locks count this session's session-level
  * acquisitions of each name.  pg_advisory_unlock_all() and DISCARD ALL
@@ -615,88 +618,154 @@ fs_is_used_lock(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(pid);
 }
 
+/* One of the lock manager's rows for a named lock: a holder or a waiter. */
+typedef struct LockRow
+{
+	uint64		key;
+	int			pid;
+	bool		holds;
+	TimestampTz wait_start;
+} LockRow;
+
+/* By name, then the holder, then waiters in the order they queued. */
+static int
+lock_row_cmp(const void *a, const void *b)
+{
+	const LockRow *x = a;
+	const LockRow *y = b;
+
+	if (x->key != y->key)
+		return x->key < y->key ? -1 : 1;
+	if (x->holds != y->holds)
+		return x->holds ? -1 : 1;
+	if (x->wait_start != y->wait_start)
+		return x->wait_start < y->wait_start ? -1 : 1;
+	return x->pid - y->pid;
+}
+
+/* What the registry says of one named lock. */
+typedef struct LockGroup
+{
+	uint64		key;
+	int			first;			/* its first row */
+	char	   *name;			/* NULL if not remembered */
+	int			holder_pid;
+	TimestampTz since;
+} LockGroup;
+
+static int
+lock_group_cmp(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = ((const LockGroup *) b)->key;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 /*
  * named_locks(): the named advisory locks of this database, held or awaited,
  * one row per lock: name (NULL if not remembered), holder pid, since when,
  * waiting pids in the order they queued, and since when the first waits.
+ *
+ * O(n log n) time and O(n) memory in the lock manager's rows: they are
+ * sorted once, and the registry is read once, each name found by binary
+ * search among the locks.
  */
 Datum
 fs_named_locks(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	LockData   *data;
-	bool	   *done;
+	LockRow    *rows;
+	LockGroup  *groups;
+	Datum	   *waiters;
+	int			nrows = 0;
+	int			ngroups = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
 	data = GetLockStatusData();
-	done = palloc0(sizeof(bool) * (data->nelements + 1));
-
+	rows = palloc(sizeof(LockRow) * (data->nelements + 1));
 	for (int i = 0; i < data->nelements; i++)
 	{
 		LockInstanceData *l = &data->locks[i];
-		Datum		values[5];
-		bool		nulls[5] = {0};
-		uint64		key;
-		int			holder = 0;
-		int			nwait = 0;
-		Datum	   *waiters = palloc(sizeof(Datum) * data->nelements);
-		TimestampTz *starts = palloc(sizeof(TimestampTz) * data->nelements);
-		TimestampTz since = 0;
 
-		if (done[i] || l->locktag.locktag_type != LOCKTAG_ADVISORY ||
+		if (l->locktag.locktag_type != LOCKTAG_ADVISORY ||
 			l->locktag.locktag_field4 != FS_LOCK_NAMED ||
 			l->locktag.locktag_field1 != MyDatabaseId)
 			continue;
-		key = ((uint64) l->locktag.locktag_field2 << 32) | l->locktag.locktag_field3;
+		rows[nrows].key = ((uint64) l->locktag.locktag_field2 << 32) | l->locktag.locktag_field3;
+		rows[nrows].pid = l->pid;
+		rows[nrows].holds = l->holdMask != 0;
+		rows[nrows].wait_start = l->waitStart;
+		nrows++;
+	}
+	qsort(rows, nrows, sizeof(LockRow), lock_row_cmp);
 
-		for (int j = i; j < data->nelements; j++)
+	groups = palloc(sizeof(LockGroup) * (nrows + 1));
+	for (int i = 0; i < nrows; i++)
+		if (i == 0 || rows[i].key != rows[i - 1].key)
 		{
-			LockInstanceData *m = &data->locks[j];
+			groups[ngroups].key = rows[i].key;
+			groups[ngroups].first = i;
+			groups[ngroups].name = NULL;
+			groups[ngroups].holder_pid = 0;
+			groups[ngroups].since = 0;
+			ngroups++;
+		}
 
-			if (memcmp(&m->locktag, &l->locktag, sizeof(LOCKTAG)) != 0)
+	if (names && ngroups > 0)
+	{
+		LWLockAcquire(names->lock, LW_SHARED);
+		for (int k = 0; k < names->size; k++)
+		{
+			FsLockName *e = &names->entries[k];
+			LockGroup  *g;
+
+			if (e->name[0] == '\0')
 				continue;
-			done[j] = true;
-			if (m->holdMask != 0)
-				holder = m->pid;
-			else
-			{
-				/* insertion sort by wait start: the lock manager's queue order */
-				int			k = nwait++;
-
-				while (k > 0 && starts[k - 1] > m->waitStart)
-				{
-					starts[k] = starts[k - 1];
-					waiters[k] = waiters[k - 1];
-					k--;
-				}
-				starts[k] = m->waitStart;
-				waiters[k] = Int32GetDatum(m->pid);
-			}
+			g = bsearch(&e->key, groups, ngroups, sizeof(LockGroup), lock_group_cmp);
+			if (g == NULL)
+				continue;
+			g->name = pstrdup(e->name);
+			g->holder_pid = e->holder_pid;
+			g->since = e->since;
 		}
+		LWLockRelease(names->lock);
+	}
 
-		nulls[0] = true;
-		if (names)
-		{
-			LWLockAcquire(names->lock, LW_SHARED);
-			for (int k = 0; k < names->size; k++)
-				if (names->entries[k].name[0] != '\0' && names->entries[k].key == key)
-				{
-					values[0] = CStringGetTextDatum(names->entries[k].name);
-					nulls[0] = false;
-					if (names->entries[k].holder_pid == holder)
-						since = names->entries[k].since;
-					break;
-				}
-			LWLockRelease(names->lock);
-		}
+	waiters = palloc(sizeof(Datum) * (nrows + 1));
+	for (int gi = 0; gi < ngroups; gi++)
+	{
+		LockGroup  *g = &groups[gi];
+		int			end = gi + 1 < ngroups ? groups[gi + 1].first : nrows;
+		int			w = g->first;
+		int			holder = 0;
+		int			nwait = 0;
+		Datum		values[5];
+		bool		nulls[5] = {0};
+		ArrayType  *arr;
+
+		if (rows[w].holds)
+			holder = rows[w++].pid;
+		for (; w < end; w++)
+			if (!rows[w].holds)
+				waiters[nwait++] = Int32GetDatum(rows[w].pid);
+
+		values[0] = g->name ? CStringGetTextDatum(g->name) : (Datum) 0;
+		nulls[0] = g->name == NULL;
 		values[1] = Int32GetDatum(holder);
 		nulls[1] = holder == 0;
-		values[2] = TimestampTzGetDatum(since);
-		nulls[2] = since == 0;
-		values[3] = PointerGetDatum(construct_array(waiters, nwait, INT4OID, 4, true, TYPALIGN_INT));
-		values[4] = TimestampTzGetDatum(nwait > 0 ? starts[0] : 0);
+		/* since when the registry says the holder took it */
+		values[2] = TimestampTzGetDatum(g->since);
+		nulls[2] = holder == 0 || g->holder_pid != holder || g->since == 0;
+		arr = construct_array(waiters, nwait, INT4OID, 4, true, TYPALIGN_INT);
+		values[3] = PointerGetDatum(arr);
+		values[4] = TimestampTzGetDatum(nwait > 0 ? rows[end - nwait].wait_start : 0);
 		nulls[4] = nwait == 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		pfree(arr);
+		if (!nulls[0])
+			pfree(DatumGetPointer(values[0]));
 	}
 	return (Datum) 0;
 }
