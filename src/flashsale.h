@@ -154,7 +154,7 @@ extern void fs_writer_insert(FsWriter *w, const Datum *values, const bool *nulls
 extern bool fs_writer_update(FsWriter *w, ItemPointer tid, const Datum *values, const bool *nulls);
 extern void fs_writer_end(FsWriter *w);
 
-/* ---- advisory locks in flashsale's own key space (locks.c) ---- */
+/* ---- advisory-lock plumbing: flashsale's own key space (advisory.c) ---- */
 typedef enum FsLockKind
 {
 	FS_LOCK_COUPON_STRIPE = 0xF501,
