@@ -2,7 +2,7 @@
 EXTENSION   = flashsale
 MODULE_big  = flashsale
 OBJS        = src/flashsale.o src/errors.o src/owner.o src/spi.o src/advisory.o src/table.o src/coupon.o \
-              src/redis.o src/lua.o src/stock.o src/sync.o src/worker.o src/shmem.o \
+              src/redis.o src/redis_call.o src/lua.o src/stock.o src/sync.o src/worker.o src/shmem.o \
               src/named_locks.o src/redis_locks.o
 DATA        = $(wildcard flashsale--*.sql)
 PGFILEDESC  = "flashsale - flash-sale primitives for PostgreSQL"

@@ -204,6 +204,8 @@ extern FsReply *fs_redis_command(int argc, const char **argv, const size_t *lens
 extern FsReply *fs_redis_script(FsScript *script, int nkeys, int argc,
 										  const char **argv, const size_t *lens, bool throw);
 extern void fs_redis_free(FsReply *reply);
+/* redis_call's connection of its own (redis_call.c) */
+extern FsReply *fs_redis_call_command(int argc, const char **argv, const size_t *lens, bool throw);
 extern char *fs_redis_address(void);
 extern char *fs_redis_wait_message(const char *channel, TimestampTz deadline);
 extern void fs_redis_unsubscribe(void);
