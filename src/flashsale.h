@@ -100,6 +100,8 @@ typedef enum FsStatus
 extern const char *fs_status_name(FsStatus status);
 extern void fs_raise_status(FsStatus status, int64 member_id, int64 coupon_id) pg_attribute_noreturn();
 extern void fs_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+
+/* ---- running a piece of work in a subtransaction (subxact.c) ---- */
 extern ErrorData *fs_try_subxact(void (*fn) (void *arg), void *arg);
 
 /* ---- running as the extension's owner (owner.c) ---- */
