@@ -1,9 +1,12 @@
 # flashsale: PGXS build.  `make && make install`; tests: scripts/test.sh
 EXTENSION   = flashsale
 MODULE_big  = flashsale
-OBJS        = src/flashsale.o src/errors.o src/owner.o src/spi.o src/locks.o src/table.o src/coupon.o \
-              src/redis.o src/lua.o src/soldout.o src/stock.o src/sync.o src/worker.o src/shmem.o \
-              src/named_locks.o src/redis_locks.o
+# the foundation, then the Redis transport and its scripts, the features, the sync pass and the worker
+OBJS        = src/flashsale.o src/errors.o src/subxact.o src/owner.o src/spi.o src/advisory.o \
+              src/table.o src/shmem.o \
+              src/redis.o src/lua.o \
+              src/coupon.o src/soldout.o src/stock.o src/named_locks.o src/redis_locks.o src/redis_call.o \
+              src/sync.o src/worker.o
 DATA        = $(wildcard flashsale--*.sql)
 PGFILEDESC  = "flashsale - flash-sale primitives for PostgreSQL"
 

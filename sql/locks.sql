@@ -15,7 +15,7 @@ SELECT name, kind, holder_pid = pg_backend_pid() AS mine, held_since IS NOT NULL
 FROM flashsale.locks;
 SELECT flashsale.release_lock('order:42'), flashsale.is_free_lock('order:42');
 SELECT flashsale.release_lock('order:42'), flashsale.is_free_lock('order:42');
-SELECT flashsale.release_lock('order:42');        -- not held: false
+SELECT flashsale.release_lock('order:42');        -- nobody holds it: NULL, as MySQL's RELEASE_LOCK
 SELECT count(*) FROM flashsale.locks;
 
 -- release_all_locks counts every session-level acquisition
@@ -35,17 +35,58 @@ SELECT flashsale.get_xact_lock('batch');
 ROLLBACK;
 SELECT flashsale.is_free_lock('batch');
 
+-- an error rolls back the transaction-level lock with it, and a savepoint's
+-- rollback what it took; a session-level lock outlives the failed transaction,
+-- counted once
+BEGIN;
+SELECT flashsale.get_xact_lock('err'), flashsale.get_lock('err:s');
+SELECT 1 / 0;
+ROLLBACK;
+SELECT flashsale.is_free_lock('err'), flashsale.release_lock('err:s'), flashsale.release_lock('err:s');
+BEGIN;
+SAVEPOINT sp;
+SELECT flashsale.get_xact_lock('err:sp');
+ROLLBACK TO SAVEPOINT sp;
+SELECT flashsale.is_free_lock('err:sp');
+COMMIT;
+
 -- flashsale's key space never meets pg_advisory_lock's
 SELECT pg_advisory_lock(hashtext('k')), pg_advisory_lock(0), pg_advisory_lock(0, 0);
 SELECT flashsale.get_lock('k', 0);
-SELECT count(*) AS advisory_locks, count(DISTINCT objsubid) AS key_spaces
-FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
--- but they are advisory locks: pg_advisory_unlock_all() (and DISCARD ALL) release them too
+-- (objsubid is int2: named locks, 0xF504, read -2812; -2810, 0xF506, is the
+-- witness of this session's session-level named locks)
+SELECT objsubid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+GROUP BY objsubid ORDER BY objsubid;
+-- but they are advisory locks: pg_advisory_unlock_all() (and DISCARD ALL) release them too;
+-- release_lock says nobody holds the name (NULL), release_all_locks counts nothing
 SELECT pg_advisory_unlock_all();
 SELECT flashsale.is_free_lock('k'), flashsale.release_lock('k'), flashsale.release_all_locks();
 -- a name taken again afterwards counts from one: release_all_locks releases it once
 SELECT flashsale.get_lock('k');
 SELECT flashsale.release_all_locks(), flashsale.is_free_lock('k');
+-- the same without asking in between: four names, two of them twice, released
+-- behind flashsale's back, then two taken again; exactly those two are released
+SELECT flashsale.get_lock('u1'), flashsale.get_lock('u1'), flashsale.get_lock('u2'),
+       flashsale.get_lock('u2'), flashsale.get_lock('u3'), flashsale.get_lock('u4');
+SELECT pg_advisory_unlock_all();
+SELECT flashsale.get_lock('u1'), flashsale.get_lock('u3');
+SELECT flashsale.release_all_locks(), flashsale.release_all_locks();
+SELECT count(*) AS advisory_locks_left FROM pg_locks
+WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+SELECT flashsale.release_lock('u1');
+
+-- names are case-sensitive (PostgreSQL's text compares exactly): two locks
+SELECT flashsale.get_lock('Order:1', 0), flashsale.get_lock('order:1', 0);
+SELECT name FROM flashsale.locks WHERE name ILIKE 'order:1' ORDER BY name COLLATE "C";
+SELECT flashsale.release_all_locks();
+
+-- names are limited to 64 characters, as in MySQL, not bytes: 64 two-byte
+-- characters (128 bytes) are a name; 65 are not (42622)
+SELECT flashsale.get_lock(repeat('é', 64), 0), octet_length(repeat('é', 64));
+SELECT name = repeat('é', 64) AS remembered FROM flashsale.locks;
+SELECT flashsale.release_lock(repeat('é', 64));
+SELECT pg_temp.try($$SELECT flashsale.get_lock(repeat('é', 65))$$);
+SELECT pg_temp.try($$SELECT flashsale.release_lock(repeat('é', 65))$$);
 
 -- errors, with their SQLSTATEs; nothing is taken
 SELECT pg_temp.try($$SELECT flashsale.get_lock('')$$);
@@ -59,6 +100,27 @@ SELECT pg_temp.try($$SELECT flashsale.get_xact_lock('')$$);
 SELECT pg_temp.try($$SELECT flashsale.release_lock(NULL)$$);
 SELECT pg_temp.try($$SELECT flashsale.is_free_lock('')$$);
 SELECT pg_temp.try($$SELECT flashsale.is_used_lock(NULL)$$);
+SELECT count(*) FROM flashsale.locks;
+
+-- listing is O(n log n) in time and O(n) in memory: one session holds 4,000
+-- names (a superuser raised its share), and listing them raises the backend's
+-- peak memory (VmHWM) by far less than 20 MB (the O(n^2) listing took ~250 MB).
+-- Every lock is listed; the registry (flashsale.max_lock_names, 100 in
+-- test/regress.conf) names the last 100 taken, the others have a NULL name.
+SET flashsale.max_named_locks_per_session = 5000;
+SELECT count(*) FILTER (WHERE flashsale.get_lock('many:' || i, 0)) AS taken
+FROM generate_series(1, 4000) i;
+CREATE FUNCTION pg_temp.vmhwm_kb() RETURNS bigint LANGUAGE sql AS $$
+    SELECT substring(pg_read_file('/proc/self/status') FROM 'VmHWM:\s*(\d+) kB')::bigint
+$$;
+SELECT pg_temp.vmhwm_kb() AS hwm_before \gset
+SELECT count(*) AS locks, count(*) FILTER (WHERE holder_pid = pg_backend_pid()) AS mine,
+       count(name) = current_setting('flashsale.max_lock_names')::int AS named_by_registry,
+       count(name) FILTER (WHERE name LIKE 'many:%') AS named_many
+FROM flashsale.locks;
+SELECT pg_temp.vmhwm_kb() - :hwm_before < 20 * 1024 AS listing_memory_small;
+SELECT flashsale.release_all_locks();
+RESET flashsale.max_named_locks_per_session;
 SELECT count(*) FROM flashsale.locks;
 
 -- Redis locks, seen from one backend (two instances: test/t/070)

@@ -5,11 +5,8 @@
  */
 #include "flashsale.h"
 
-#include "access/xact.h"
 #include "fmgr.h"
 #include "utils/elog.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 
 typedef struct FsStatusInfo
 {
@@ -67,37 +64,4 @@ fs_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be null", argname)));
-}
-
-/*
- * Run fn(arg) in a subtransaction.  NULL when it succeeded (the
- * subtransaction is committed into the caller's); otherwise the error, not
- * re-thrown, with the subtransaction rolled back, as PL/pgSQL's EXCEPTION
- * blocks do.  The caller decides whether to re-throw (ReThrowError).
- */
-ErrorData *
-fs_try_subxact(void (*fn) (void *arg), void *arg)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return edata;
 }

@@ -64,7 +64,10 @@ extern void fs_shmem_define_size(const char *name, const char *short_desc,
 extern void fs_named_locks_init(void);
 extern Size fs_named_locks_shmem_size(void);
 extern void fs_named_locks_shmem_init(void);
+/* a lock name's limit: characters for named locks, bytes for Redis locks */
 #define FS_LOCK_NAME_MAX 64
+/* the bytes a named lock's name may take (MAX_MULTIBYTE_CHAR_LEN per character) */
+#define FS_LOCK_NAME_BYTES (FS_LOCK_NAME_MAX * 4)
 extern char *fs_lock_name(text *t);
 
 /* ---- Redis locks (redis_locks.c) ---- */
@@ -111,6 +114,8 @@ typedef enum FsStatus
 extern const char *fs_status_name(FsStatus status);
 extern void fs_raise_status(FsStatus status, int64 member_id, int64 coupon_id) pg_attribute_noreturn();
 extern void fs_require_arg(FunctionCallInfo fcinfo, int argno, const char *argname);
+
+/* ---- running a piece of work in a subtransaction (subxact.c) ---- */
 extern ErrorData *fs_try_subxact(void (*fn) (void *arg), void *arg);
 
 /* ---- running as the extension's owner (owner.c) ---- */
@@ -165,14 +170,15 @@ extern void fs_writer_insert(FsWriter *w, const Datum *values, const bool *nulls
 extern bool fs_writer_update(FsWriter *w, ItemPointer tid, const Datum *values, const bool *nulls);
 extern void fs_writer_end(FsWriter *w);
 
-/* ---- advisory locks in flashsale's own key space (locks.c) ---- */
+/* ---- advisory-lock plumbing: flashsale's own key space (advisory.c) ---- */
 typedef enum FsLockKind
 {
 	FS_LOCK_COUPON_STRIPE = 0xF501,
 	FS_LOCK_COUPON_MEMBER = 0xF502,
 	FS_LOCK_STOCK = 0xF503,
 	FS_LOCK_NAMED = 0xF504,
-	FS_LOCK_COUPON_GUARD = 0xF505
+	FS_LOCK_COUPON_GUARD = 0xF505,
+	FS_LOCK_NAMED_WITNESS = 0xF506
 } FsLockKind;
 
 extern void fs_locktag(LOCKTAG *tag, FsLockKind kind, int64 key1, int64 key2);
@@ -214,6 +220,8 @@ extern FsReply *fs_redis_command(int argc, const char **argv, const size_t *lens
 extern FsReply *fs_redis_script(FsScript *script, int nkeys, int argc,
 										  const char **argv, const size_t *lens, bool throw);
 extern void fs_redis_free(FsReply *reply);
+/* redis_call's connection of its own (redis_call.c) */
+extern FsReply *fs_redis_call_command(int argc, const char **argv, const size_t *lens, bool throw);
 extern char *fs_redis_address(void);
 extern char *fs_redis_wait_message(const char *channel, TimestampTz deadline);
 extern void fs_redis_unsubscribe(void);

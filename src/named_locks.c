@@ -8,8 +8,26 @@
  * 2) and from the coupon locks.  The lock manager does the rest: waiters are
  * served FIFO, deadlocks are detected, a cancel ends a wait.
  *
+ * A name is at most FS_LOCK_NAME_MAX characters, as in MySQL (a multibyte
+ * name may take up to four times as many bytes), and compares exactly, byte
+ * for byte, as PostgreSQL's text does: 'A' and 'a' are two locks (MySQL's
+ * default collation would make them one).
+ *
  * Names are remembered in shared memory (when preloaded) so that the view
  * flashsale.locks can say which name a lock is, and since when it is held.
+ * Listing them costs O(n log n) time and O(n) memory in the locks listed:
+ * the lock manager's rows of named locks are sorted once by name and wait
+ * start, and the registry is read once.
+ *
+ * release_lock and release_all_locks count this session's session-level
+ * acquisitions of each name.  pg_advisory_unlock_all() and DISCARD ALL
+ * release every session-level advisory lock of the backend, these
+ * included, without telling anyone; so while it counts anything, the
+ * session also holds a session-level "witness" lock of its own
+ * (FS_LOCK_NAMED_WITNESS, keyed by its pid).  Whatever released the names
+ * released the witness with them: when it is gone, the counts are stale and
+ * are forgotten before they are used.  The counts are then exact, and no
+ * lock is released twice or left behind.
  *
  * Each lock takes an entry of the lock manager's shared table, which every
  * session of the instance needs; a session may hold at most
@@ -24,6 +42,7 @@
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
@@ -54,7 +73,7 @@ typedef struct FsLockName
 	uint64		key;
 	int			holder_pid;		/* the last backend that acquired it */
 	TimestampTz since;			/* when it did */
-	char		name[FS_LOCK_NAME_MAX + 1];
+	char		name[FS_LOCK_NAME_BYTES + 1];
 } FsLockName;
 
 typedef struct FsLockNames
@@ -144,7 +163,11 @@ remember(uint64 key, const char *name, bool holder)
 
 /* ---- tags ---- */
 
-/* A lock name as a C string, or an error when empty or too long. */
+/*
+ * A Redis lock's name as a C string, or an error when empty or over
+ * FS_LOCK_NAME_MAX bytes (redis_locks.c keeps names in buffers of that
+ * size).
+ */
 char *
 fs_lock_name(text *t)
 {
@@ -163,10 +186,35 @@ fs_lock_name(text *t)
 	return name;
 }
 
+/*
+ * A named lock's name as a C string, or an error when empty or over
+ * FS_LOCK_NAME_MAX characters (MySQL's limit, in characters too).
+ */
+static char *
+named_lock_name(text *t)
+{
+	char	   *name = text_to_cstring(t);
+	int			len = (int) strlen(name);
+	int			chars;
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock name must not be empty")));
+	chars = pg_mbstrlen_with_len(name, len);
+	if (chars > FS_LOCK_NAME_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("lock name is too long"),
+				 errdetail("It is %d characters long; the limit is %d.", chars, FS_LOCK_NAME_MAX)));
+	Assert(len <= FS_LOCK_NAME_BYTES);
+	return name;
+}
+
 static uint64
 name_key(text *t, char **name_out)
 {
-	char	   *name = fs_lock_name(t);
+	char	   *name = named_lock_name(t);
 
 	*name_out = name;
 	return hash_bytes_extended((const unsigned char *) name, (int) strlen(name), 0);
@@ -200,6 +248,63 @@ typedef struct SessionLock
 } SessionLock;
 
 static HTAB *session_locks = NULL;
+
+/* The witness of this session's session-level named locks (see the top). */
+static void
+witness_tag(LOCKTAG *tag)
+{
+	fs_locktag(tag, FS_LOCK_NAMED_WITNESS, MyProcPid, 0);
+}
+
+/*
+ * Forget the counts if pg_advisory_unlock_all() or DISCARD ALL released
+ * the locks they count: the witness went with them.
+ */
+static void
+forget_if_released(void)
+{
+	LOCKTAG		tag;
+
+	if (session_locks == NULL)
+		return;
+	witness_tag(&tag);
+	if (!fs_lock_held_by_me(&tag, ExclusiveLock))
+	{
+		hash_destroy(session_locks);
+		session_locks = NULL;
+	}
+}
+
+/* Before a session-level acquisition is counted: the witness is held. */
+static void
+hold_witness(void)
+{
+	LOCKTAG		tag;
+
+	forget_if_released();
+	witness_tag(&tag);
+	if (fs_lock_held_by_me(&tag, ExclusiveLock))
+		return;
+	/* nobody else ever asks for it: try once */
+	if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+		elog(ERROR, "flashsale: could not take the witness of this session's named locks");
+}
+
+/* After the last count went: neither counts nor witness are left. */
+static void
+drop_witness(void)
+{
+	LOCKTAG		tag;
+
+	if (session_locks != NULL)
+	{
+		hash_destroy(session_locks);
+		session_locks = NULL;
+	}
+	witness_tag(&tag);
+	if (fs_lock_held_by_me(&tag, ExclusiveLock))
+		LockRelease(&tag, ExclusiveLock, true);
+}
 
 static SessionLock *
 session_entry(uint64 key, bool create)
@@ -237,7 +342,7 @@ check_session_limit(const LOCKTAG *tag)
 	uint64	   *key;
 	int			held;
 
-	if (taken_names == NULL || LockHeldByMe(tag, ExclusiveLock))
+	if (taken_names == NULL || fs_lock_held_by_me(tag, ExclusiveLock))
 		return;					/* none taken yet, or taken again: not a new name */
 	if (hash_get_num_entries(taken_names) < max_named_locks_per_session)
 		return;
@@ -247,7 +352,7 @@ check_session_limit(const LOCKTAG *tag)
 		LOCKTAG		t;
 
 		named_tag(&t, *key);
-		if (!LockHeldByMe(&t, ExclusiveLock))
+		if (!fs_lock_held_by_me(&t, ExclusiveLock))
 			hash_search(taken_names, key, HASH_REMOVE, NULL);
 	}
 	held = (int) hash_get_num_entries(taken_names);
@@ -338,6 +443,12 @@ acquire(FunctionCallInfo fcinfo, bool session)
 	/* before the lock manager or the registry of names is touched */
 	check_session_limit(&tag);
 	remember(key, name, false);
+	if (session)
+	{
+		/* witness and count's entry first: nothing can fail once it is taken */
+		hold_witness();
+		(void) session_entry(key, true);
+	}
 
 	if (timeout_ms == 0)
 		got = LockAcquire(&tag, ExclusiveLock, session, true) != LOCKACQUIRE_NOT_AVAIL;
@@ -360,12 +471,23 @@ acquire(FunctionCallInfo fcinfo, bool session)
 		PG_END_TRY();
 		got = true;
 	}
+	if (session)
+	{
+		SessionLock *s = session_entry(key, false);
+
+		if (got)
+			s->count++;
+		else if (s->count == 0)
+		{
+			hash_search(session_locks, &key, HASH_REMOVE, NULL);
+			if (hash_get_num_entries(session_locks) == 0)
+				drop_witness();
+		}
+	}
 	if (got)
 	{
 		remember(key, name, true);
 		note_taken(key);
-		if (session)
-			session_entry(key, true)->count++;
 	}
 	return got;
 }
@@ -384,7 +506,14 @@ fs_get_xact_lock(PG_FUNCTION_ARGS)
 
 /* ---- releasing ---- */
 
-/* release_lock(name): true when this session held it (once more released). */
+static int	holder_of(uint64 key);
+
+/*
+ * release_lock(name), as MySQL's RELEASE_LOCK: true when this session held
+ * it at session level (one acquisition released), false when it is held by
+ * another session (or by this one with get_xact_lock only: released when
+ * the transaction ends), NULL when nobody holds it.
+ */
 Datum
 fs_release_lock(PG_FUNCTION_ARGS)
 {
@@ -395,20 +524,24 @@ fs_release_lock(PG_FUNCTION_ARGS)
 
 	fs_require_arg(fcinfo, 0, "name");
 	key = name_key(PG_GETARG_TEXT_PP(0), &name);
+	forget_if_released();
 	s = session_entry(key, false);
-	if (s == NULL || s->count == 0)
-		PG_RETURN_BOOL(false);
-	named_tag(&tag, key);
-	if (!LockHeldByMe(&tag, ExclusiveLock))
+	if (s != NULL && s->count > 0)
 	{
-		/* pg_advisory_unlock_all() or DISCARD released it behind our back */
-		hash_search(session_locks, &key, HASH_REMOVE, NULL);
-		PG_RETURN_BOOL(false);
+		named_tag(&tag, key);
+		if (!LockRelease(&tag, ExclusiveLock, true))
+			elog(ERROR, "flashsale: lost count of named lock \"%s\"", name);
+		if (--s->count == 0)
+		{
+			hash_search(session_locks, &key, HASH_REMOVE, NULL);
+			if (hash_get_num_entries(session_locks) == 0)
+				drop_witness();
+		}
+		PG_RETURN_BOOL(true);
 	}
-	LockRelease(&tag, ExclusiveLock, true);
-	if (--s->count == 0)
-		hash_search(session_locks, &key, HASH_REMOVE, NULL);
-	PG_RETURN_BOOL(true);
+	if (holder_of(key) == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_BOOL(false);
 }
 
 /* release_all_locks(): the number of session-level acquisitions released. */
@@ -419,20 +552,23 @@ fs_release_all_locks(PG_FUNCTION_ARGS)
 	SessionLock *s;
 	int32		released = 0;
 
+	forget_if_released();
 	if (session_locks == NULL)
+	{
+		drop_witness();
 		PG_RETURN_INT32(0);
+	}
 	hash_seq_init(&seq, session_locks);
 	while ((s = hash_seq_search(&seq)) != NULL)
 	{
 		LOCKTAG		tag;
 
 		named_tag(&tag, s->key);
-		/* not held any more if pg_advisory_unlock_all() or DISCARD released it */
-		if (LockHeldByMe(&tag, ExclusiveLock))
-			for (; s->count > 0; s->count--, released++)
-				LockRelease(&tag, ExclusiveLock, true);
-		hash_search(session_locks, &s->key, HASH_REMOVE, NULL);
+		for (; s->count > 0; s->count--, released++)
+			if (!LockRelease(&tag, ExclusiveLock, true))
+				elog(ERROR, "flashsale: lost count of a named lock");
 	}
+	drop_witness();
 	PG_RETURN_INT32(released);
 }
 
@@ -447,7 +583,7 @@ holder_of(uint64 key)
 	int			pid = 0;
 
 	named_tag(&tag, key);
-	if (LockHeldByMe(&tag, ExclusiveLock))
+	if (fs_lock_held_by_me(&tag, ExclusiveLock))
 		return MyProcPid;
 	data = GetLockStatusData();
 	for (int i = 0; i < data->nelements && pid == 0; i++)
@@ -482,88 +618,154 @@ fs_is_used_lock(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(pid);
 }
 
+/* One of the lock manager's rows for a named lock: a holder or a waiter. */
+typedef struct LockRow
+{
+	uint64		key;
+	int			pid;
+	bool		holds;
+	TimestampTz wait_start;
+} LockRow;
+
+/* By name, then the holder, then waiters in the order they queued. */
+static int
+lock_row_cmp(const void *a, const void *b)
+{
+	const LockRow *x = a;
+	const LockRow *y = b;
+
+	if (x->key != y->key)
+		return x->key < y->key ? -1 : 1;
+	if (x->holds != y->holds)
+		return x->holds ? -1 : 1;
+	if (x->wait_start != y->wait_start)
+		return x->wait_start < y->wait_start ? -1 : 1;
+	return x->pid - y->pid;
+}
+
+/* What the registry says of one named lock. */
+typedef struct LockGroup
+{
+	uint64		key;
+	int			first;			/* its first row */
+	char	   *name;			/* NULL if not remembered */
+	int			holder_pid;
+	TimestampTz since;
+} LockGroup;
+
+static int
+lock_group_cmp(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = ((const LockGroup *) b)->key;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 /*
  * named_locks(): the named advisory locks of this database, held or awaited,
  * one row per lock: name (NULL if not remembered), holder pid, since when,
  * waiting pids in the order they queued, and since when the first waits.
+ *
+ * O(n log n) time and O(n) memory in the lock manager's rows: they are
+ * sorted once, and the registry is read once, each name found by binary
+ * search among the locks.
  */
 Datum
 fs_named_locks(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	LockData   *data;
-	bool	   *done;
+	LockRow    *rows;
+	LockGroup  *groups;
+	Datum	   *waiters;
+	int			nrows = 0;
+	int			ngroups = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
 	data = GetLockStatusData();
-	done = palloc0(sizeof(bool) * (data->nelements + 1));
-
+	rows = palloc(sizeof(LockRow) * (data->nelements + 1));
 	for (int i = 0; i < data->nelements; i++)
 	{
 		LockInstanceData *l = &data->locks[i];
-		Datum		values[5];
-		bool		nulls[5] = {0};
-		uint64		key;
-		int			holder = 0;
-		int			nwait = 0;
-		Datum	   *waiters = palloc(sizeof(Datum) * data->nelements);
-		TimestampTz *starts = palloc(sizeof(TimestampTz) * data->nelements);
-		TimestampTz since = 0;
 
-		if (done[i] || l->locktag.locktag_type != LOCKTAG_ADVISORY ||
+		if (l->locktag.locktag_type != LOCKTAG_ADVISORY ||
 			l->locktag.locktag_field4 != FS_LOCK_NAMED ||
 			l->locktag.locktag_field1 != MyDatabaseId)
 			continue;
-		key = ((uint64) l->locktag.locktag_field2 << 32) | l->locktag.locktag_field3;
+		rows[nrows].key = ((uint64) l->locktag.locktag_field2 << 32) | l->locktag.locktag_field3;
+		rows[nrows].pid = l->pid;
+		rows[nrows].holds = l->holdMask != 0;
+		rows[nrows].wait_start = l->waitStart;
+		nrows++;
+	}
+	qsort(rows, nrows, sizeof(LockRow), lock_row_cmp);
 
-		for (int j = i; j < data->nelements; j++)
+	groups = palloc(sizeof(LockGroup) * (nrows + 1));
+	for (int i = 0; i < nrows; i++)
+		if (i == 0 || rows[i].key != rows[i - 1].key)
 		{
-			LockInstanceData *m = &data->locks[j];
+			groups[ngroups].key = rows[i].key;
+			groups[ngroups].first = i;
+			groups[ngroups].name = NULL;
+			groups[ngroups].holder_pid = 0;
+			groups[ngroups].since = 0;
+			ngroups++;
+		}
 
-			if (memcmp(&m->locktag, &l->locktag, sizeof(LOCKTAG)) != 0)
+	if (names && ngroups > 0)
+	{
+		LWLockAcquire(names->lock, LW_SHARED);
+		for (int k = 0; k < names->size; k++)
+		{
+			FsLockName *e = &names->entries[k];
+			LockGroup  *g;
+
+			if (e->name[0] == '\0')
 				continue;
-			done[j] = true;
-			if (m->holdMask != 0)
-				holder = m->pid;
-			else
-			{
-				/* insertion sort by wait start: the lock manager's queue order */
-				int			k = nwait++;
-
-				while (k > 0 && starts[k - 1] > m->waitStart)
-				{
-					starts[k] = starts[k - 1];
-					waiters[k] = waiters[k - 1];
-					k--;
-				}
-				starts[k] = m->waitStart;
-				waiters[k] = Int32GetDatum(m->pid);
-			}
+			g = bsearch(&e->key, groups, ngroups, sizeof(LockGroup), lock_group_cmp);
+			if (g == NULL)
+				continue;
+			g->name = pstrdup(e->name);
+			g->holder_pid = e->holder_pid;
+			g->since = e->since;
 		}
+		LWLockRelease(names->lock);
+	}
 
-		nulls[0] = true;
-		if (names)
-		{
-			LWLockAcquire(names->lock, LW_SHARED);
-			for (int k = 0; k < names->size; k++)
-				if (names->entries[k].name[0] != '\0' && names->entries[k].key == key)
-				{
-					values[0] = CStringGetTextDatum(names->entries[k].name);
-					nulls[0] = false;
-					if (names->entries[k].holder_pid == holder)
-						since = names->entries[k].since;
-					break;
-				}
-			LWLockRelease(names->lock);
-		}
+	waiters = palloc(sizeof(Datum) * (nrows + 1));
+	for (int gi = 0; gi < ngroups; gi++)
+	{
+		LockGroup  *g = &groups[gi];
+		int			end = gi + 1 < ngroups ? groups[gi + 1].first : nrows;
+		int			w = g->first;
+		int			holder = 0;
+		int			nwait = 0;
+		Datum		values[5];
+		bool		nulls[5] = {0};
+		ArrayType  *arr;
+
+		if (rows[w].holds)
+			holder = rows[w++].pid;
+		for (; w < end; w++)
+			if (!rows[w].holds)
+				waiters[nwait++] = Int32GetDatum(rows[w].pid);
+
+		values[0] = g->name ? CStringGetTextDatum(g->name) : (Datum) 0;
+		nulls[0] = g->name == NULL;
 		values[1] = Int32GetDatum(holder);
 		nulls[1] = holder == 0;
-		values[2] = TimestampTzGetDatum(since);
-		nulls[2] = since == 0;
-		values[3] = PointerGetDatum(construct_array(waiters, nwait, INT4OID, 4, true, TYPALIGN_INT));
-		values[4] = TimestampTzGetDatum(nwait > 0 ? starts[0] : 0);
+		/* since when the registry says the holder took it */
+		values[2] = TimestampTzGetDatum(g->since);
+		nulls[2] = holder == 0 || g->holder_pid != holder || g->since == 0;
+		arr = construct_array(waiters, nwait, INT4OID, 4, true, TYPALIGN_INT);
+		values[3] = PointerGetDatum(arr);
+		values[4] = TimestampTzGetDatum(nwait > 0 ? rows[end - nwait].wait_start : 0);
 		nulls[4] = nwait == 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		pfree(arr);
+		if (!nulls[0])
+			pfree(DatumGetPointer(values[0]));
 	}
 	return (Datum) 0;
 }

@@ -1,6 +1,8 @@
 /*
- * locks.c: advisory locks in flashsale's own key space, taken through the
- * lock manager so that waiters queue FIFO and deadlocks are detected.
+ * advisory.c: the advisory-lock plumbing every feature uses: locks in
+ * flashsale's own key space, taken through the lock manager so that waiters
+ * queue FIFO and deadlocks are detected.  Coupons, stock and the
+ * text-named locks of SQL (named_locks.c) are built on it.
  *
  * The tag is an advisory tag of the current database whose field4 (pg_locks'
  * objsubid) is one of FsLockKind: pg_advisory_lock() uses 1 and 2 there, so
