@@ -141,7 +141,8 @@ typedef struct Settle
 	char		txn[64];
 } Settle;
 
-static MemoryContext xact_cxt = NULL;	/* reservations, dirty products */
+static MemoryContext xact_cxt = NULL;	/* reservations, dirty products, key names */
+static bool xact_cxt_used = false;	/* something of this transaction is in it */
 static List *reservations = NIL;
 static List *dirty = NIL;		/* ProductKeys whose keys go at pre-commit */
 static char txn_ident[64] = "";
@@ -213,13 +214,13 @@ fs_stock_has_reservations(void)
 static void
 forget_transaction(void)
 {
-	if (reservations == NIL && dirty == NIL && txn_ident[0] == '\0')
+	if (!xact_cxt_used && txn_ident[0] == '\0')
 		return;
 	reservations = NIL;
 	dirty = NIL;
 	txn_ident[0] = '\0';
-	if (xact_cxt)
-		MemoryContextReset(xact_cxt);
+	MemoryContextReset(xact_cxt);
+	xact_cxt_used = false;
 }
 
 static void
@@ -284,6 +285,7 @@ mark_dirty(int64 product)
 	MemoryContext old = MemoryContextSwitchTo(xact_cxt);
 	ProductKeys *k = palloc(sizeof(ProductKeys));
 
+	xact_cxt_used = true;
 	name_keys(k, product);
 	dirty = lappend(dirty, k);
 	MemoryContextSwitchTo(old);
@@ -690,11 +692,22 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 {
 	bool	   *had_lock;
 	LOCKTAG	   *tags;
+	ProductKeys *keys;
 	int			attempts = 0;
+	MemoryContext old;
+
+	/* named once, where the reservations made of them live */
+	ensure_memory();
+	xact_cxt_used = true;
+	old = MemoryContextSwitchTo(xact_cxt);
+	keys = palloc(sizeof(ProductKeys) * n);
+	for (int i = 0; i < n; i++)
+		name_keys(&keys[i], products[i]);
+	MemoryContextSwitchTo(old);
 
 	/* known sold out on this instance: no lock, no transaction id, no Redis */
 	for (int i = 0; i < n; i++)
-		if (fs_soldout_known(fs_soldout_key(fs_stock_key(products[i]))))
+		if (fs_soldout_known(keys[i].soldout))
 		{
 			*short_item = i;
 			*short_left = 0;
@@ -703,7 +716,6 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 
 	had_lock = palloc(sizeof(bool) * n);
 	tags = palloc(sizeof(LOCKTAG) * n);
-	ensure_memory();
 	(void) current_txn();
 
 	for (int i = 0; i < n; i++)
@@ -718,9 +730,8 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 		int			argc = 0;
 		const char **argv = palloc(sizeof(char *) * (4 * n + 2 * nsettle + 3));
 		List	   *mine = NIL;
-		FsReply *r;
+		FsReply    *r;
 		int64		status;
-		MemoryContext old;
 
 		for (int i = 0; i < n; i++)
 			lock_product(products[i], ShareLock);
@@ -732,7 +743,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 			Reservation *res = palloc(sizeof(Reservation));
 
 			res->product = products[i];
-			name_keys(&res->keys, products[i]);
+			res->keys = keys[i];
 			res->qty = qtys[i];
 			res->subid = GetCurrentSubTransactionId();
 			res->uncertain = true;
