@@ -107,7 +107,7 @@ sq('CREATE TABLE wal_flush (i int); INSERT INTO wal_flush VALUES (1)');
 is(redis_cmd('GET', stock_key($node)), $UNITS - 4, 'reservation of 4 units taken');
 $log_offset = -s $node->logfile;
 ok(kill('KILL', $spid), "kill -9 $spid");
-$node->wait_for_log(qr/server process \(PID $spid\) was terminated by signal 9/, $log_offset);
+$node->wait_for_log(killed_re($spid), $log_offset);
 $node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
 ok( poll_sql(
 		$node,

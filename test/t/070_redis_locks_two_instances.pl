@@ -399,7 +399,7 @@ cmp_ok($r4->{at}, '>=', $t_read + $pttl4 / 1000 - 0.005,
 ok($after_kill >= 1.2 && $after_kill <= 6.0,
 	sprintf('4. A acquired %.3f s after the kill (1.2 .. 6 s; A waited %s ms)', $after_kill, $r4->{ms}));
 lock_free('4. A\'s transaction lock released');
-$B->wait_for_log(qr/server process \(PID $pid4\) was terminated by signal 9/, $log_offset);
+$B->wait_for_log(killed_re($pid4), $log_offset);
 ok(poll_sql($B, 'SELECT 1', '1', 60), '4. B back after its crash restart');
 ok( poll_sql(
 		$B, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'flashsale worker'",
@@ -480,7 +480,7 @@ ok($after8 >= 1.9 && $after8 <= 5.0,
 		$after8, $r8->{acquired_at} - $t_rel));
 lock_free('8. at the end');
 $s8->quit;
-$B->wait_for_log(qr/server process \(PID $pid81\) was terminated by signal 9/, $log_offset);
+$B->wait_for_log(killed_re($pid81), $log_offset);
 ok(poll_sql($B, 'SELECT 1', '1', 60), '8. B back after its crash restart');
 eval { $s81->{run}->finish };    # its psql ends with the connection lost
 

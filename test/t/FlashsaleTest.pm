@@ -31,7 +31,7 @@ our @EXPORT = qw(
   new_node psql_raw wait_until poll_sql sql_row
   sale_setup pgbench_start pgbench_finish wait_mid_sale hold_reservation
   system_identifier sync_pass worker_status worker_pids check_stock
-  pgbench_victim wait_crash_restart stock_key reserved_key
+  pgbench_victim wait_crash_restart killed_re stock_key reserved_key
 );
 
 # ---------------------------------------------------------------- Redis
@@ -433,14 +433,21 @@ sub pgbench_victim
 	return $victim;
 }
 
+# killed_re(pid): the postmaster's log line for a backend killed with
+# signal 9: "server process" until 17, the process's type from 18.
+sub killed_re
+{
+	my ($pid) = @_;
+	return qr/(?:server process|client backend) \(PID $pid\) was terminated by signal 9/;
+}
+
 # wait_crash_restart(node, log_offset, pid): after a kill -9 of backend pid,
 # wait in the log (from log_offset) for its death, the restart of every
 # backend, and the end of crash recovery.
 sub wait_crash_restart
 {
 	my ($node, $log_offset, $pid) = @_;
-	$node->wait_for_log(qr/server process \(PID $pid\) was terminated by signal 9/,
-		$log_offset);
+	$node->wait_for_log(killed_re($pid), $log_offset);
 	$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
 	$node->wait_for_log(qr/database system is ready to accept connections/, $log_offset);
 	return;
