@@ -95,7 +95,7 @@ for release in "${RELEASES[@]}"; do
     fi
     unmount_all
     line=$(grep -E '^suites: [0-9]+ passed, [0-9]+ failed' "$out" | tail -1 || true)
-    pg=$(grep -oE 'postgresql-[0-9]+' "$root/var/lib/dpkg/status" 2>/dev/null | sort -u | tr '\n' ' ' || true)
+    pg="PostgreSQL $(ls "$root/usr/lib/postgresql" 2>/dev/null | sort -n | tail -1)"
     if [ "$rc" = 0 ]; then
         passed=$((passed + 1))
         summary+=("$release ($pg): ${line:-ok} in $((SECONDS - t0)) s")
