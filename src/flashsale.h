@@ -47,6 +47,9 @@ extern void fs_worker_shmem_init(void);
 extern void fs_shmem_register(void);
 extern void fs_shmem_define_size(const char *name, const char *short_desc,
 								 const char *long_desc, int *value);
+struct Latch;
+extern void fs_shmem_set_worker_latch(struct Latch *latch);
+extern void fs_shmem_wake_worker(void);
 extern void fs_named_locks_init(void);
 extern Size fs_named_locks_shmem_size(void);
 extern void fs_named_locks_shmem_init(void);
@@ -58,7 +61,6 @@ extern void fs_redis_locks_init(void);
 extern Size fs_redis_locks_shmem_size(void);
 extern void fs_redis_locks_shmem_init(void);
 extern long fs_redis_locks_renew(void);
-extern void fs_worker_wake(void);
 
 typedef struct FsSyncCounts
 {

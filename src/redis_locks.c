@@ -165,7 +165,7 @@ publish_state(const char *name, SlotState state, int64 lease_ms, int64 token)
 	}
 	LWLockRelease(registry->lock);
 	if (state == SLOT_HELD)
-		fs_worker_wake();		/* it may have to renew sooner than it planned */
+		fs_shmem_wake_worker();		/* it may have to renew sooner than it planned */
 	return slot >= 0 || state == SLOT_FREE;
 }
 
