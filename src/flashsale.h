@@ -21,6 +21,7 @@ extern int	fs_redis_database;
 extern int	fs_redis_connect_timeout_ms;
 extern int	fs_redis_timeout_ms;
 extern char *fs_key_prefix;
+#define FS_KEY_PREFIX_MAX 256		/* bytes of flashsale.key_prefix */
 
 /* ---- stock (stock.c) ---- */
 extern void fs_stock_init(void);
@@ -204,6 +205,7 @@ extern FsReply *fs_redis_script(FsScript *script, int nkeys, int argc,
 extern void fs_redis_free(FsReply *reply);
 extern char *fs_redis_address(void);
 extern char *fs_redis_wait_message(const char *channel, TimestampTz deadline);
+extern void fs_redis_listen(const char *channel);
 extern void fs_redis_unsubscribe(void);
 extern FsReply *fs_redis_late_reply(void);
 
@@ -216,8 +218,8 @@ extern FsScript fs_script_settle;
 extern FsScript fs_script_fix;
 extern FsScript fs_script_lock_acquire;
 extern FsScript fs_script_lock_release;
-extern FsScript fs_script_lock_leave;
 extern FsScript fs_script_lock_renew;
-extern FsScript fs_script_lock_trim;
+extern FsScript fs_script_lock_check;
+extern FsScript fs_script_lock_info;
 
 #endif							/* FLASHSALE_H */
