@@ -14,8 +14,9 @@
  * start>" of the holding backend.
  *
  * Hand-off.  A release grants the lock to the first live waiter in the same
- * script and PUBLISHes "<owner> <token>" on <base>:released: the waiter
- * holds it without a round trip of its own.  A waiter retries by itself
+ * script and PUBLISHes "<owner> <token>" on <base>:released:<owner>, the
+ * waiter's own channel (the other waiters sleep on): the waiter holds it
+ * without a round trip of its own.  A waiter retries by itself
  * when the holder's lease runs out, and once a second to keep its place, so
  * that a waiter that died leaves the queue within 3 s.  A waiter that died
  * just before a release granted it the lock holds it at most 3 s when it
@@ -737,14 +738,15 @@ granted(const char *msg)
 /*
  * Wait for the lock at base until the deadline: its token, or 0.  Listen
  * first, then queue up: no release can slip between the two.  The release
- * that frees the lock grants it to the first waiter and names it on the
- * channel with its token.
+ * that frees the lock grants it to the first waiter and tells it its token
+ * on the waiter's own channel.
  */
 static int64
 wait_for(const char *base, int64 lease_ms, int64 pickup_ms, int known, TimestampTz deadline,
 		 bool *handed)
 {
-	char	   *channel = lock_channel(base);
+	/* this waiter's own channel: a grant wakes the waiter it names, and only it */
+	char	   *channel = psprintf("%s:%s", lock_channel(base), owner_id());
 	int64		token = 0;
 	int64		ttl = -1;
 

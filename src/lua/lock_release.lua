@@ -1,7 +1,7 @@
 -- Release Redis locks, several in one call (a backend's locks at the end of
 -- its transaction or at exit), and hand each freed lock to its first live
--- waiter in the same call: the waiter is told its token on the lock's channel
--- and needs no round trip of its own.
+-- waiter in the same call: the waiter is told its token on its own channel,
+-- "<the lock's channel>:<waiter>" (only it wakes), and needs no round trip.
 -- KEYS: four per lock: lock hash, fencing counter, queue, waiters
 -- ARGV[1] owner, ARGV[2] mode, then two per lock: a count, the lock's channel
 -- Modes (the reply has one integer per lock):
@@ -39,7 +39,7 @@ local function hand_off(lock, fence, queue, waiters, channel)
                 local token = next_token(fence)
                 redis.call('HSET', lock, 'owner', head, 'count', 1, 'token', string.format('%d', token))
                 redis.call('PEXPIRE', lock, pickup)
-                redis.call('PUBLISH', channel, head .. ' ' .. string.format('%d', token))
+                redis.call('PUBLISH', channel .. ':' .. head, head .. ' ' .. string.format('%d', token))
                 return
             end
         end
