@@ -1,4 +1,4 @@
-/* flashsale--1.4--1.5.sql: least privilege; stock keys scoped to this installation */
+/* flashsale--1.4--1.5.sql: least privilege; stock keys scoped to this installation; Redis lock leases */
 
 \echo Use "ALTER EXTENSION flashsale UPDATE TO '1.5'" to load this file. \quit
 
@@ -74,6 +74,36 @@ GRANT SELECT ON flashsale.stock_status, flashsale.coupon_status,
 GRANT EXECUTE ON FUNCTION flashsale.stock_redis(bigint), flashsale.worker_status_info(),
                           flashsale.named_locks(), flashsale.redis_locks(),
                           flashsale.stock_keys(bigint) TO pg_monitor;
+
+-- ---- Redis locks: watchdog or hard leases; any lock by name; force unlock ----
+-- lease_ms omitted (NULL) takes a watchdog lease (flashsale.redis_lock_watchdog_lease,
+-- 30 s) that the background worker renews while the holder lives; a lease_ms
+-- given is a hard expiry, never renewed.  A new default needs the functions
+-- re-created (the view flashsale.locks depends on redis_locks() only).
+DROP FUNCTION flashsale.redis_lock(text, bigint, bigint);
+DROP FUNCTION flashsale.redis_lock_session(text, bigint, bigint);
+CREATE FUNCTION flashsale.redis_lock(name text, lease_ms bigint DEFAULT NULL, wait_ms bigint DEFAULT 0)
+RETURNS bigint AS 'MODULE_PATHNAME', 'fs_redis_lock' LANGUAGE C VOLATILE;
+CREATE FUNCTION flashsale.redis_lock_session(name text, lease_ms bigint DEFAULT NULL,
+                                             wait_ms bigint DEFAULT 0)
+RETURNS bigint AS 'MODULE_PATHNAME', 'fs_redis_lock_session' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION flashsale.redis_lock(text, bigint, bigint),
+                       flashsale.redis_lock_session(text, bigint, bigint) FROM PUBLIC;
+
+-- What Redis knows of one lock, whichever instance holds or awaits it.
+CREATE FUNCTION flashsale.redis_lock_info(
+    name text, OUT lock_name text, OUT key text, OUT held boolean, OUT owner text,
+    OUT holder_system_identifier text, OUT holder_pid int, OUT hold_count int,
+    OUT token bigint, OUT lease_left_ms bigint, OUT waiters text[])
+RETURNS record AS 'MODULE_PATHNAME', 'fs_redis_lock_info' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION flashsale.redis_lock_info(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION flashsale.redis_lock_info(text) TO pg_monitor;
+
+-- Free a lock whoever holds it and grant it to its first waiter: for admins,
+-- granted to nobody here.
+CREATE FUNCTION flashsale.redis_force_unlock(name text)
+RETURNS boolean AS 'MODULE_PATHNAME', 'fs_redis_force_unlock' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION flashsale.redis_force_unlock(text) FROM PUBLIC;
 
 -- ---- Which version is this? -------------------------------------------
 -- The loaded library's version and the SQL objects' version here; a WARNING

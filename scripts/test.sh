@@ -51,7 +51,7 @@ suite_regress() {
         --temp-instance="$out/instance" --temp-config="$SUITE_CONF" \
         --port="$(fs_free_port)" --bindir="$PG_BIN" \
         --inputdir="$TESTS" --outputdir="$out" --dbname=flashsale_regress --encoding=UTF8 \
-        install coupon stock redis_conn sync locks limits upgrade security || { show_diffs "$out"; return 1; }
+        install coupon stock redis_conn sync locks redis_locks limits upgrade security || { show_diffs "$out"; return 1; }
 }
 
 suite_isolation() {

@@ -17,7 +17,7 @@ SET flashsale.max_redis_locks_per_session = 100;
 SELECT count(flashsale.redis_lock_session('fill:' || i)) AS taken FROM generate_series(1, 8) i;
 SELECT flashsale.redis_lock_session('fill:9');
 SELECT count(*) FROM flashsale.redis_locks();
-SELECT flashsale.redis_call('EXISTS', 'lock:fill:9') AS exists;
+SELECT flashsale.redis_call('EXISTS', 'lock:{6:fill:9}') AS exists;
 \set VERBOSITY default
 SELECT flashsale.redis_lock('fill:9');
 \set VERBOSITY sqlstate
@@ -34,7 +34,7 @@ SET flashsale.max_redis_locks_per_session = 3;
 SELECT count(flashsale.redis_lock_session('own:' || i)) AS taken FROM generate_series(1, 3) i;
 SELECT flashsale.redis_lock_session('own:4');
 SELECT count(*) FROM flashsale.redis_locks();
-SELECT flashsale.redis_call('EXISTS', 'lock:own:4') AS exists;
+SELECT flashsale.redis_call('EXISTS', 'lock:{5:own:4}') AS exists;
 -- refused before Redis is asked: with Redis unreachable the answer is the same,
 -- where a lock within the limit fails to connect (08001)
 SET flashsale.redis_port = 1;

@@ -130,39 +130,39 @@ SELECT flashsale.redis_lock('job') = :t1 AS reentrant_same_token;
 SELECT name, kind, holder_pid = pg_backend_pid() AS mine, waiting_pids FROM flashsale.locks
 WHERE kind = 'redis';
 SELECT name, state, lease_ms, token = :t1 AS token FROM flashsale.redis_locks();
-SELECT flashsale.redis_call('HGET', 'lock:job', 'count') AS count;
+SELECT flashsale.redis_call('HGET', 'lock:{3:job}', 'count') AS count;
 COMMIT;
 -- released when the transaction ends
 SELECT count(*) FROM flashsale.redis_locks();
-SELECT flashsale.redis_call('EXISTS', 'lock:job') AS exists;
+SELECT flashsale.redis_call('EXISTS', 'lock:{3:job}') AS exists;
 SELECT flashsale.redis_lock('job', 30000, 0) > :t1 AS token_increases;
 BEGIN;
 SELECT flashsale.redis_lock('job') IS NOT NULL AS got;
 ROLLBACK;
-SELECT flashsale.redis_call('EXISTS', 'lock:job') AS exists_after_rollback;
+SELECT flashsale.redis_call('EXISTS', 'lock:{3:job}') AS exists_after_rollback;
 -- session scope: until redis_unlock; only the owner can unlock
 SELECT flashsale.redis_lock_session('s', 5000) IS NOT NULL AS got;
-SELECT flashsale.redis_call('PTTL', 'lock:s')::int BETWEEN 1 AND 5000 AS lease;
+SELECT flashsale.redis_call('PTTL', 'lock:{1:s}')::int BETWEEN 1 AND 5000 AS lease;
 SELECT flashsale.redis_unlock('s');
 SELECT pg_temp.try($$SELECT flashsale.redis_unlock('s')$$);
 SELECT pg_temp.try($$SELECT flashsale.redis_unlock('never')$$);
 -- the lock is someone else's: the owner is another backend's identity
-SELECT flashsale.redis_call('HSET', 'lock:theirs', 'owner', 'x:1:2', 'count', '1', 'token', '7');
+SELECT flashsale.redis_call('HSET', 'lock:{6:theirs}', 'owner', 'x:1:2', 'count', '1', 'token', '7');
 SELECT flashsale.redis_lock('theirs', 30000, 0) IS NULL AS not_acquired;
 SELECT pg_temp.try($$SELECT flashsale.redis_unlock('theirs')$$);
-SELECT flashsale.redis_call('DEL', 'lock:theirs');
+SELECT flashsale.redis_call('DEL', 'lock:{6:theirs}');
 -- errors
 SELECT pg_temp.try($$SELECT flashsale.redis_lock('')$$);
 SELECT pg_temp.try($$SELECT flashsale.redis_lock(repeat('x', 65))$$);
 SELECT pg_temp.try($$SELECT flashsale.redis_lock(NULL)$$);
 SELECT pg_temp.try($$SELECT flashsale.redis_lock('a', 0)$$);
 SELECT pg_temp.try($$SELECT flashsale.redis_lock('a', 30000, -1)$$);
-SELECT pg_temp.try($$SELECT flashsale.redis_lock_session('a', NULL)$$);
+SELECT pg_temp.try($$SELECT flashsale.redis_lock_session('a', 1000, NULL)$$);
 -- PREPARE TRANSACTION with a Redis lock is refused, and the lock released
 BEGIN;
 SELECT flashsale.redis_lock('prep') IS NOT NULL AS got;
 PREPARE TRANSACTION 'fs_lock';
-SELECT flashsale.redis_call('EXISTS', 'lock:prep') AS exists;
+SELECT flashsale.redis_call('EXISTS', 'lock:{4:prep}') AS exists;
 -- redis_call is for superusers
 CREATE ROLE fs_app;
 SET ROLE fs_app;

@@ -57,6 +57,22 @@ void		_PG_init(void);
  * PGC_S_DATABASE, PGC_S_USER or PGC_S_DATABASE_USER at connection start,
  * where the refusal is a WARNING and the value is ignored.
  */
+/*
+ * flashsale.key_prefix has a bound, so that the registry of Redis locks can
+ * keep every lock's full key in shared memory (the watchdog renews by it).
+ */
+static bool
+check_key_prefix(char **newval, void **extra, GucSource source)
+{
+	if (*newval && strlen(*newval) > FS_KEY_PREFIX_MAX)
+	{
+		GUC_check_errdetail("It is %zu bytes long; the limit is %d.", strlen(*newval),
+							FS_KEY_PREFIX_MAX);
+		return false;
+	}
+	return true;
+}
+
 static bool
 check_redis_password(char **newval, void **extra, GucSource source)
 {
@@ -136,7 +152,7 @@ _PG_init(void)
 							   "Prefix of every Redis key flashsale uses.",
 							   "Lets several databases share one Redis.",
 							   &fs_key_prefix, "",
-							   PGC_SUSET, 0, NULL, NULL, NULL);
+							   PGC_SUSET, 0, check_key_prefix, NULL, NULL);
 
 	/*
 	 * PGC_POSTMASTER variables can only be defined while preloading; loaded

@@ -26,6 +26,7 @@ extern int	fs_redis_database;
 extern int	fs_redis_connect_timeout_ms;
 extern int	fs_redis_timeout_ms;
 extern char *fs_key_prefix;
+#define FS_KEY_PREFIX_MAX 256		/* bytes of flashsale.key_prefix */
 
 /* ---- stock (stock.c) ---- */
 extern void fs_stock_init(void);
@@ -61,6 +62,9 @@ extern void fs_worker_shmem_init(void);
 extern void fs_shmem_register(void);
 extern void fs_shmem_define_size(const char *name, const char *short_desc,
 								 const char *long_desc, int *value);
+struct Latch;
+extern void fs_shmem_set_worker_latch(struct Latch *latch);
+extern void fs_shmem_wake_worker(void);
 extern void fs_named_locks_init(void);
 extern Size fs_named_locks_shmem_size(void);
 extern void fs_named_locks_shmem_init(void);
@@ -75,7 +79,6 @@ extern void fs_redis_locks_init(void);
 extern Size fs_redis_locks_shmem_size(void);
 extern void fs_redis_locks_shmem_init(void);
 extern long fs_redis_locks_renew(void);
-extern void fs_worker_wake(void);
 
 typedef struct FsSyncCounts
 {
@@ -224,6 +227,7 @@ extern void fs_redis_free(FsReply *reply);
 extern FsReply *fs_redis_call_command(int argc, const char **argv, const size_t *lens, bool throw);
 extern char *fs_redis_address(void);
 extern char *fs_redis_wait_message(const char *channel, TimestampTz deadline);
+extern void fs_redis_listen(const char *channel);
 extern void fs_redis_unsubscribe(void);
 extern FsReply *fs_redis_late_reply(void);
 
@@ -236,8 +240,8 @@ extern FsScript fs_script_settle;
 extern FsScript fs_script_fix;
 extern FsScript fs_script_lock_acquire;
 extern FsScript fs_script_lock_release;
-extern FsScript fs_script_lock_leave;
 extern FsScript fs_script_lock_renew;
-extern FsScript fs_script_lock_trim;
+extern FsScript fs_script_lock_check;
+extern FsScript fs_script_lock_info;
 
 #endif							/* FLASHSALE_H */

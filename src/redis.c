@@ -23,6 +23,7 @@
  */
 #include "flashsale.h"
 
+#include <errno.h>
 #include <sys/socket.h>
 #include <hiredis/hiredis.h>
 
@@ -531,55 +532,95 @@ fs_redis_script(FsScript *script, int nkeys, int argc, const char **argv,
 }
 
 /*
- * Wait until a message is published on channel, or the deadline: the
- * message (palloc'd), or NULL at the deadline.  Listens on a second
- * connection of its own (SUBSCRIBE), so the command connection stays usable;
- * interruptible like every call.
+ * Throw away what the subscriber connection has received and not read
+ * (messages published while nobody waited): false when it is broken (EOF,
+ * an error), true when nothing is left to read.
+ */
+static bool
+drain_sub(void)
+{
+	for (;;)
+	{
+		void	   *reply = NULL;
+		char		byte;
+		ssize_t		n;
+
+		if (redisGetReplyFromReader(sub_conn.ctx, &reply) != REDIS_OK)
+			return false;
+		if (reply)
+		{
+			freeReplyObject(reply);
+			continue;
+		}
+		n = recv(sub_conn.ctx->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK;
+		if (n == 0 || redisBufferRead(sub_conn.ctx) != REDIS_OK)
+			return false;
+	}
+}
+
+/*
+ * Listen on channel from now on (SUBSCRIBE on a connection of its own, kept
+ * between waits): what was published before this call is dropped unread, so
+ * the next fs_redis_wait_message sees only what comes after it.
+ */
+void
+fs_redis_listen(const char *channel)
+{
+	char	   *err = NULL;
+	FsFailure	failure;
+	redisReply *r;
+	const char *argv[] = {"SUBSCRIBE", channel};
+
+	if (sub_conn.ctx && sub_conn.channel && !sub_conn.busy &&
+		strcmp(sub_conn.channel, channel) == 0 &&
+		strcmp(sub_conn.settings, current_settings()) == 0 && drain_sub())
+		return;
+	failure = connect_redis(&sub_conn, &err);
+	if (failure != FS_OK)
+	{
+		fail(&sub_conn, true, failure, err);
+		return;
+	}
+	r = roundtrip(&sub_conn, 2, argv, NULL,
+				  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), fs_redis_timeout_ms), &err);
+	if (r == NULL)
+	{
+		fail(&sub_conn, true, FS_CALL, err);
+		return;
+	}
+	if (r->type == REDIS_REPLY_ERROR)
+	{
+		/* e.g. NOPERM: an ACL user without the channel */
+		char	   *msg = pstrdup(r->str);
+
+		freeReplyObject(r);
+		discard(&sub_conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("Redis refused SUBSCRIBE to \"%s\"", channel),
+				 errdetail("Redis at %s: %s", fs_redis_address(), msg),
+				 errhint("A Redis ACL user needs the channels of flashsale's locks, e.g. &*.")));
+	}
+	freeReplyObject(r);
+	sub_conn.channel = MemoryContextStrdup(TopMemoryContext, channel);
+}
+
+/*
+ * Wait until a message is published on the channel fs_redis_listen listens
+ * to, or the deadline: the message (palloc'd), or NULL at the deadline.
+ * Interruptible like every call.
  */
 char *
 fs_redis_wait_message(const char *channel, TimestampTz deadline)
 {
 	char	   *err = NULL;
 	char	   *msg = NULL;
-	FsFailure	failure;
 	redisReply *r;
 
-	if (sub_conn.ctx && sub_conn.channel && strcmp(sub_conn.channel, channel) != 0)
-		discard(&sub_conn);
-	if (sub_conn.ctx == NULL || sub_conn.channel == NULL || sub_conn.busy ||
-		strcmp(sub_conn.settings, current_settings()) != 0)
-	{
-		const char *argv[] = {"SUBSCRIBE", channel};
-
-		failure = connect_redis(&sub_conn, &err);
-		if (failure != FS_OK)
-		{
-			fail(&sub_conn, true, failure, err);
-			return NULL;
-		}
-		r = roundtrip(&sub_conn, 2, argv, NULL,
-					  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), fs_redis_timeout_ms), &err);
-		if (r == NULL)
-		{
-			fail(&sub_conn, true, FS_CALL, err);
-			return NULL;
-		}
-		if (r->type == REDIS_REPLY_ERROR)
-		{
-			/* e.g. NOPERM: an ACL user without the channel */
-			char	   *refusal = pstrdup(r->str);
-
-			freeReplyObject(r);
-			discard(&sub_conn);
-			ereport(ERROR,
-					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-					 errmsg("Redis refused SUBSCRIBE to \"%s\"", channel),
-					 errdetail("Redis at %s: %s", fs_redis_address(), refusal),
-					 errhint("A Redis ACL user needs the channels of flashsale's locks, e.g. &*.")));
-		}
-		freeReplyObject(r);
-		sub_conn.channel = MemoryContextStrdup(TopMemoryContext, channel);
-	}
+	if (sub_conn.ctx == NULL || sub_conn.channel == NULL || strcmp(sub_conn.channel, channel) != 0)
+		fs_redis_listen(channel);
 	sub_conn.busy = true;		/* an interrupt mid-read leaves it unusable */
 	r = read_reply(&sub_conn, deadline, true, &err);
 	if (r == NULL && err != NULL)

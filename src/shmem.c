@@ -1,7 +1,10 @@
 /*
  * shmem.c: flashsale's shared memory (only when preloaded): the worker's
- * state, the registry of lock names, the registry of Redis locks and the
- * sold-out verdicts (soldout.c).  The
+ * state, the registry of lock names, the registry of Redis locks, the
+ * sold-out verdicts (soldout.c) and the latch that wakes the worker.  The
+ * latch lives here, with the shared state, so that whoever needs the worker
+ * awake (a new Redis lock whose lease it must renew) sets it without calling
+ * into the worker's file.  The
  * registries are sized by settings fixed at server start
  * (flashsale.max_lock_names, flashsale.max_redis_locks): the request hook
  * runs after the configuration was read.
@@ -10,9 +13,19 @@
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/guc.h"
+
+typedef struct FsShared
+{
+	slock_t		mutex;
+	Latch	   *worker_latch;	/* the running worker's; NULL when none runs */
+} FsShared;
+
+static FsShared *shared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -22,8 +35,10 @@ fs_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(add_size(add_size(fs_worker_shmem_size(), fs_named_locks_shmem_size()),
-											 fs_redis_locks_shmem_size()),
+	RequestAddinShmemSpace(add_size(add_size(add_size(add_size(fs_worker_shmem_size(),
+															   fs_named_locks_shmem_size()),
+													  fs_redis_locks_shmem_size()),
+											 MAXALIGN(sizeof(FsShared))),
 									fs_soldout_shmem_size()));
 	/* one for the lock names, one for the Redis locks */
 	RequestNamedLWLockTranche("flashsale", 2);
@@ -32,9 +47,18 @@ fs_shmem_request(void)
 static void
 fs_shmem_startup(void)
 {
+	bool		found;
+
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
+
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("flashsale shared", sizeof(FsShared), &found);
+	if (!found)
+	{
+		SpinLockInit(&shared->mutex);
+		shared->worker_latch = NULL;
+	}
 	fs_worker_shmem_init();
 	fs_named_locks_shmem_init();
 	fs_redis_locks_shmem_init();
@@ -63,4 +87,30 @@ fs_shmem_register(void)
 	shmem_request_hook = fs_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = fs_shmem_startup;
+}
+
+/* The worker publishes its latch when it starts (NULL when it exits). */
+void
+fs_shmem_set_worker_latch(Latch *latch)
+{
+	if (shared == NULL)
+		return;
+	SpinLockAcquire(&shared->mutex);
+	shared->worker_latch = latch;
+	SpinLockRelease(&shared->mutex);
+}
+
+/* Wake the worker (it re-plans its waits); nothing when it is not running. */
+void
+fs_shmem_wake_worker(void)
+{
+	Latch	   *latch;
+
+	if (shared == NULL)
+		return;
+	SpinLockAcquire(&shared->mutex);
+	latch = shared->worker_latch;
+	SpinLockRelease(&shared->mutex);
+	if (latch)
+		SetLatch(latch);
 }

@@ -7,8 +7,12 @@
  * SIGTERM and is restarted by the postmaster after 5 s (also after a crash
  * restart).  It runs a pass at start (settling what a crash left behind),
  * then every flashsale.sync_interval, or at once on flashsale.sync_now().
- * Redis down: the worker keeps running, retries with a backoff doubling from
- * 1 s up to the interval, and logs once per outage.  Its figures are in
+ * Between passes it renews the watchdog leases of Redis locks
+ * (redis_locks.c).  Everything one turn of its loop allocates outside a
+ * transaction goes into a memory context reset at the next turn, so a
+ * worker that runs for months does not grow.  Redis down: the worker keeps
+ * running, retries with a backoff doubling from 1 s up to the interval, and
+ * logs once per outage.  Its figures are in
  * shared memory, shown by the view flashsale.worker_status.
  */
 #include "flashsale.h"
@@ -98,6 +102,7 @@ fs_worker_register(void)
 static void
 clear_pid(int code, Datum arg)
 {
+	fs_shmem_set_worker_latch(NULL);
 	SpinLockAcquire(&state->mutex);
 	state->pid = 0;
 	SpinLockRelease(&state->mutex);
@@ -215,6 +220,7 @@ fs_worker_main(Datum arg)
 	long		backoff_ms = 0;
 	TimestampTz next_pass = 0;
 	bool		sync_requested = false;
+	MemoryContext loop_cxt;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -233,6 +239,10 @@ fs_worker_main(Datum arg)
 	memset(&state->total, 0, sizeof(state->total));
 	SpinLockRelease(&state->mutex);
 	before_shmem_exit(clear_pid, (Datum) 0);
+	fs_shmem_set_worker_latch(MyLatch);
+	/* each turn of the loop allocates here, and it is reset at the next (as pg_cron does) */
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "flashsale worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
@@ -240,6 +250,8 @@ fs_worker_main(Datum arg)
 		long		wait_ms;
 		long		renew_ms;
 
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
 		if (now >= next_pass || sync_requested)
 		{
 			sync_requested = false;
@@ -254,6 +266,8 @@ fs_worker_main(Datum arg)
 				wait_ms = backoff_ms;
 			}
 			next_pass = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+			/* a transaction's end leaves TopMemoryContext current */
+			MemoryContextSwitchTo(loop_cxt);
 		}
 
 		/* the watchdog: renew the leases of Redis locks held by live backends */
@@ -291,17 +305,6 @@ worker_pid(void)
 		SpinLockRelease(&state->mutex);
 	}
 	return pid;
-}
-
-/* Set the worker's latch (it re-plans its waits); nothing if it is not running. */
-void
-fs_worker_wake(void)
-{
-	pid_t		pid = worker_pid();
-	PGPROC	   *proc = pid ? BackendPidGetProc(pid) : NULL;
-
-	if (proc)
-		SetLatch(&proc->procLatch);
 }
 
 /* sync_now(): wake the worker for a pass at once; false if it is not running. */

@@ -8,7 +8,8 @@
 # fencing tokens that increase by exactly one per acquisition.
 #
 # Every lock of this file has the same name, so the tokens count every
-# acquisition of the whole file: 1, 2, 3, ...  The parts are numbered as in
+# acquisition of the whole file: t, t + 1, t + 2, ... (a new fencing counter
+# starts at Redis' clock in microseconds).  The parts are numbered as in
 # the plan (1-7, 8 the dead waiter) and run as 1, 2, 3, 7, 4, 5, 8, 6: the
 # ones that SIGKILL a backend of node B (a crash restart of B) come late.
 use strict;
@@ -21,7 +22,7 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 
 my $NAME = 'orders';
-my $LOCK = "lock:$NAME";
+my $LOCK = 'lock:{' . length($NAME) . ":$NAME}";
 
 redis_start();
 my $A = new_node('node_a');
@@ -65,7 +66,14 @@ sub acquired
 {
 	my ($who, $token, $label) = @_;
 	push @tokens, [ $who, $token ];
-	is($token, $last_token + 1, "$label: $who got fencing token " . ($last_token + 1));
+	if ($last_token == 0)
+	{
+		like($token, qr/^\d{16}$/, "$label: $who got the first fencing token (Redis' clock, us)");
+	}
+	else
+	{
+		is($token, $last_token + 1, "$label: $who got fencing token " . ($last_token + 1));
+	}
 	$last_token = $token if defined $token && $token =~ /^\d+$/;
 	return;
 }
@@ -159,13 +167,15 @@ sub sql_error
 	return $ok ? "no error (returned '$out')" : $err;
 }
 
-# the script of a waiter: transaction-scoped lock, a log row on its own
-# node when acquired, held hold_s, released_at logged just before COMMIT
+# the script of a waiter: transaction-scoped lock with a watchdog lease (a
+# dead waiter the release handed the lock to holds it 3 s at most), a log
+# row on its own node when acquired, held hold_s, released_at logged just
+# before COMMIT
 sub waiter_sql
 {
 	my ($who, $wait_ms, $hold_s) = @_;
 	return qq{BEGIN;
-SELECT flashsale.redis_lock('$NAME', 30000, $wait_ms) AS tok \\gset
+SELECT flashsale.redis_lock('$NAME', NULL, $wait_ms) AS tok \\gset
 INSERT INTO lock_log VALUES ('$who', :tok, extract(epoch FROM clock_timestamp()));
 SELECT pg_sleep($hold_s);
 UPDATE lock_log SET released_at = extract(epoch FROM clock_timestamp()) WHERE who = '$who';
@@ -188,12 +198,12 @@ my $t = $sa->query_safe("SELECT flashsale.redis_lock_session('$NAME')");
 acquired('A', $t, '1. session lock on A');
 is(holder(), $owner_a, "1. Redis $LOCK owner = A's <system identifier>:<pid>:<backend start>");
 is( join(',', map { redis_cmd('HGET', $LOCK, $_) } qw(count token)),
-	'1,1', '1. Redis lock hash: count 1, token 1');
-is(redis_cmd('GET', "$LOCK:fence"), 1, "1. Redis $LOCK:fence = 1");
+	"1,$t", '1. Redis lock hash: count 1, its token');
+is(redis_cmd('GET', "$LOCK:fence"), $t, "1. Redis $LOCK:fence = the token");
 my $pttl = redis_cmd('PTTL', $LOCK);
 ok($pttl > 0 && $pttl <= 30000, "1. lease 30000 ms by default (PTTL $pttl)");
 is( sq($A, 'SELECT name, state, pid, lease_ms, token, owner FROM flashsale.redis_locks()'),
-	"$NAME|held|$pid_a|30000|1|$owner_a",
+	"$NAME|held|$pid_a|30000|$t|$owner_a",
 	'1. A: redis_locks() shows the held lock');
 is( sq($A,
 		"SELECT name, holder_pid, held_since IS NOT NULL, waiting_pids, waiting_since FROM flashsale.locks WHERE kind = 'redis'"
@@ -226,9 +236,9 @@ is(sq($B, "SELECT flashsale.redis_lock('$NAME', 30000, 0) IS NULL"),
 
 # reentrant for the same backend
 is($sa->query_safe("SELECT flashsale.redis_lock_session('$NAME')"),
-	1, '1. A: reentrant, same token');
+	$t, '1. A: reentrant, same token');
 is(redis_cmd('HGET', $LOCK, 'count'), 2, '1. Redis count 2');
-is(redis_cmd('GET', "$LOCK:fence"), 1, '1. no new token');
+is(redis_cmd('GET', "$LOCK:fence"), $t, '1. no new token');
 is($sa->query_safe("SELECT flashsale.redis_unlock('$NAME')"), 't', '1. A: unlock once');
 is(holder(), $owner_a, '1. A still holds it (count 1)');
 is(sq($B, "SELECT flashsale.redis_lock('$NAME', 30000, 0) IS NULL"),
@@ -410,13 +420,14 @@ is(sq($B, 'SELECT count(*) FROM flashsale.redis_locks()'), 0,
 $s4->quit;
 
 # ================================================================ 5.
-# A live holder keeps it past its lease (1000 ms) for 4 s: the worker
-# renews it.
+# A live holder of a watchdog lease (lease_ms omitted; 1000 ms here) keeps
+# it for 4 s: the worker renews it.
 my ($s5, $pid5) = session($A);
 my $owner5 = expected_owner($A, $pid5);
+$s5->query_safe('SET flashsale.redis_lock_watchdog_lease = 1000');
 my ($tok5, $at5) = split /\|/,
-  $s5->query_safe("SELECT flashsale.redis_lock_session('$NAME', 1000), extract(epoch FROM clock_timestamp())");
-acquired('A', $tok5, '5. A holds with a 1000 ms lease');
+  $s5->query_safe("SELECT flashsale.redis_lock_session('$NAME'), extract(epoch FROM clock_timestamp())");
+acquired('A', $tok5, '5. A holds with a 1000 ms watchdog lease');
 send_async($s5,
 	"SELECT pg_sleep(4);\nSELECT extract(epoch FROM clock_timestamp());\nSELECT flashsale.redis_unlock('$NAME');"
 );
@@ -447,8 +458,9 @@ lock_free('5. at the end');
 
 # ================================================================ 8.
 # A waiter that dies (SIGKILL: B crash-restarts) drops out of the queue
-# once its place is no longer kept (3 s without a renewal): the one
-# behind it is not stalled for longer.
+# once its place is no longer kept (3 s without a renewal), or, when the
+# release handed it the lock just before, holds it for the 3 s of a grant's
+# watchdog lease: the one behind it is not stalled for longer.
 my ($s8, $pid8) = session($A);
 $t = $s8->query_safe("SELECT flashsale.redis_lock_session('$NAME')");
 acquired('A', $t, '8. A holds');
@@ -456,7 +468,7 @@ my ($s81, $pid81) = session($B);
 my ($s82, $pid82) = session($A);
 my $owner81 = expected_owner($B, $pid81);
 my $owner82 = expected_owner($A, $pid82);
-send_async($s81, "SELECT flashsale.redis_lock('$NAME', 30000, 20000);");
+send_async($s81, "SELECT flashsale.redis_lock('$NAME', NULL, 20000);");
 queue_is('8. W1 (node B, wait 20 s) queued', $owner81);
 send_async($s82, waiter_sql('S8-W2', 20000, 0));
 queue_is('8. W2 (node A, wait 20 s) queued behind it', $owner81, $owner82);
@@ -467,14 +479,22 @@ $t_kill = time();
 ok(kill('KILL', $pid81), "8. kill -9 W1 ($pid81)");
 ($t_rel) = split /\n/,
   $s8->query_safe("SELECT extract(epoch FROM clock_timestamp());\nSELECT flashsale.redis_unlock('$NAME')");
+# its place was still kept: the release handed the lock to the dead W1, for
+# the 3 s of a grant's watchdog lease
+is(holder(), $owner81, '8. the release handed the lock to the dead W1 (its place was still kept)');
+my $pttl8 = redis_cmd('PTTL', $LOCK);
+ok($pttl8 > 0 && $pttl8 <= 3000, "8. ... with a grant's lease of 3 s at most (PTTL $pttl8 ms)");
+acquired('W1', redis_cmd('HGET', $LOCK, 'token'), '8. granted to the dead W1');
 ($ok, $out, $err) = finish_session($s82);
 ok($ok, '8. W2 committed') or diag $err;
 my $r8 = log_row($A, 'S8-W2');
 acquired('W2', $r8->{token}, '8. W2 after A released');
 my $after8 = $r8->{acquired_at} - $t_kill;
+($kept) = split / /, $kept;
 cmp_ok($r8->{acquired_at} * 1000, '>=', $kept - 2,
 	sprintf('8. not before the dead W1\'s place ran out (%d ms after its last renewal + 3 s)',
 		$r8->{acquired_at} * 1000 - $kept));
+cmp_ok($r8->{acquired_at} - $t_rel, '>=', $pttl8 / 1000 - 0.005, '8. nor before the grant\'s lease ran out');
 ok($after8 >= 1.9 && $after8 <= 5.0,
 	sprintf('8. W2 got it %.3f s after W1 was killed (1.9 .. 5 s; %.3f s after the release)',
 		$after8, $r8->{acquired_at} - $t_rel));
@@ -488,11 +508,14 @@ eval { $s81->{run}->finish };    # its psql ends with the connection lost
 # Fencing tokens over the whole file.
 my @seq = map { $_->[1] } @tokens;
 note 'tokens: ' . join(', ', map { "$_->[0]=$_->[1]" } @tokens);
-is("@seq", join(' ', 1 .. scalar @seq), '6. tokens 1, 2, ... ' . scalar(@seq) . ': strictly increasing by 1');
-is(redis_cmd('GET', "$LOCK:fence"), scalar @seq, "6. Redis $LOCK:fence = " . scalar @seq);
+is("@seq", join(' ', $seq[0] .. $seq[0] + $#seq),
+	'6. tokens t, t + 1, ... t + ' . $#seq . ': strictly increasing by 1');
+is(redis_cmd('GET', "$LOCK:fence"), $seq[-1], "6. Redis $LOCK:fence = the last token");
 is( join(' ', sort split /\n/, redis_cmd('KEYS', 'lock:*')),
-	"$LOCK:fence $LOCK:ticket",
-	'6. only the fencing and ticket counters are left in Redis');
+	"$LOCK:fence", '6. only the fencing counter is left in Redis');
+my $fence_ttl = redis_cmd('PTTL', "$LOCK:fence");
+ok($fence_ttl > 86_000_000 && $fence_ttl <= 86_400_000,
+	"6. ... and it expires a day after its last use (PTTL $fence_ttl ms)");
 
 foreach my $node ($A, $B)
 {

@@ -65,7 +65,7 @@ is(redis_cmd('ACL', 'SETUSER', 'nochan', 'on', '>s3cret', '~*', 'resetchannels',
 	'OK', 'Redis: ACL user nochan, no channels');
 my ($ok, $out, $err) = psql_raw($node,
 	"SET flashsale.redis_user = 'nochan';\nSELECT flashsale.redis_lock_session('job', 30000, 300)");
-like($err, qr/ERROR:  Redis refused SUBSCRIBE to "lock:job:released".*NOPERM/s,
+like($err, qr/ERROR:  Redis refused SUBSCRIBE to "lock:\{3:job\}:released:[^"]+".*NOPERM/s,
 	'a waiter refused SUBSCRIBE: an error naming the channel');
 $holder->quit;
 
