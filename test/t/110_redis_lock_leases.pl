@@ -131,7 +131,7 @@ ok( wait_until(sub { (redis_cmd('EXISTS', 'lock:{7:watched}') // '') eq '0' }, 1
 	'watchdog: the lock freed itself');
 my $freed = time() - $t_kill;
 ok($freed <= 2.5, sprintf('watchdog: %.2f s after the kill (its lease, 1 s, unrenewed)', $freed));
-$node->wait_for_log(qr/server process \(PID $hpid\) was terminated by signal 9/, $log_offset);
+$node->wait_for_log(killed_re($hpid), $log_offset);
 ok(poll_sql($node, 'SELECT 1', '1', 60), 'back after the crash restart');
 eval { $h->{run}->finish };
 
