@@ -1,13 +1,7 @@
 -- Coupon API: every status, every error with its SQLSTATE, cancel, backstops.
 \set VERBOSITY terse
--- shows 'ok' or 'SQLSTATE: message' for a statement, without aborting the script
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/test/sql/try.sql
 CREATE FUNCTION pg_temp.counts() RETURNS text LANGUAGE sql AS $$
     SELECT format('coupons=%s stripes=%s member_coupons=%s issued=%s',
         (SELECT count(*) FROM flashsale.coupon),

@@ -1,12 +1,7 @@
 -- Named advisory locks: API, reentrancy, key space, errors.
 \set VERBOSITY terse
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/test/sql/try.sql
 
 -- session-level, reentrant; release_lock undoes one acquisition
 SELECT flashsale.get_lock('order:42'), flashsale.get_lock('order:42', 0);

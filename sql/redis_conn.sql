@@ -1,13 +1,8 @@
 -- The Redis connections: redis_call cannot redirect or jam the stock connection, and the
 -- password and ACL user settings.  (This suite's Redis has no password.)
 \set VERBOSITY terse
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/test/sql/try.sql
 
 -- a sale before
 SELECT flashsale.set_stock(20, 10);

@@ -1,12 +1,7 @@
 -- Redis locks: savepoints, the commit check, leases, keys, waits, info and force unlock.
 \set VERBOSITY terse
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/test/sql/try.sql
 CREATE FUNCTION pg_temp.held(name text) RETURNS text LANGUAGE sql AS $$
     SELECT CASE WHEN held THEN 'held x' || hold_count ELSE 'free' END
     FROM flashsale.redis_lock_info(name) $$;

@@ -1,13 +1,8 @@
 -- Security: least privilege (README "Roles and privileges"), no search_path
 -- hijack of flashsale's internal SQL, stock keys scoped to the installation.
 \set VERBOSITY terse
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/test/sql/try.sql
 -- every function of flashsale called with typed NULLs, as the current role:
 -- how many ended with each SQLSTATE (the privilege check comes first)
 CREATE FUNCTION pg_temp.call_all() RETURNS TABLE (sqlstate text, functions bigint) LANGUAGE sql AS $$
@@ -138,7 +133,6 @@ SELECT pg_temp.try('SELECT * FROM flashsale.stock');
 RESET ROLE;
 
 -- ---- search_path: operators and functions planted in public never run
-\getenv abs_srcdir PG_ABS_SRCDIR
 \i :abs_srcdir/test/sql/plant_search_path.sql
 -- the probe works: an unqualified query of a superuser with public first runs the planted operator
 SET search_path = public, pg_catalog;

@@ -1,12 +1,7 @@
 -- Stock API: Redis-backed decrements bound to the transaction, errors, SQLSTATEs.
 \set VERBOSITY terse
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/test/sql/try.sql
 -- units left seen three ways: Redis, the database, and what is in flight
 CREATE FUNCTION pg_temp.levels() RETURNS TABLE (product_id bigint, db_left bigint, redis_left bigint,
                                                 reserved_in_flight bigint, ledger numeric)
