@@ -31,7 +31,7 @@ extern char *fs_key_prefix;
 /* ---- stock (stock.c) ---- */
 extern void fs_stock_init(void);
 extern char *fs_stock_key(int64 product);
-extern char *fs_reserved_key(int64 product);
+extern char *fs_reserved_key(const char *stock_key);
 extern void fs_stock_reload(int64 product);
 extern bool fs_stock_truth(int64 product, int64 *truth);
 struct FsReply;

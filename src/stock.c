@@ -174,7 +174,7 @@ installation(void)
 	return ident;
 }
 
-/* The product's keys share the hash tag {product}. */
+/* The product's keys share the hash tag {product}; the reservations' is the stock key's + ":reserved". */
 char *
 fs_stock_key(int64 product)
 {
@@ -182,10 +182,9 @@ fs_stock_key(int64 product)
 }
 
 char *
-fs_reserved_key(int64 product)
+fs_reserved_key(const char *stock_key)
 {
-	return psprintf("%sstock:%s:{%lld}:reserved", fs_key_prefix, installation(),
-					(long long) product);
+	return psprintf("%s:reserved", stock_key);
 }
 
 static const char *
@@ -268,7 +267,7 @@ name_keys(ProductKeys *k, int64 product)
 {
 	k->product = product;
 	k->stock = fs_stock_key(product);
-	k->reserved = fs_reserved_key(product);
+	k->reserved = fs_reserved_key(k->stock);
 	k->soldout = fs_soldout_key(k->stock);
 }
 
@@ -626,7 +625,7 @@ fs_stock_reload(int64 product)
 
 	own = fs_stock_own_units(product);
 	argv[0] = fs_stock_key(product);
-	argv[1] = fs_reserved_key(product);
+	argv[1] = fs_reserved_key(argv[0]);
 	argv[2] = psprintf("%lld", (long long) truth);
 	argv[3] = own > 0 ? current_txn() : "";
 	argv[4] = psprintf("%lld", (long long) own);
@@ -1084,7 +1083,8 @@ fs_restore_stock(PG_FUNCTION_ARGS)
 FsReply *
 fs_stock_info(int64 product)
 {
-	const char *argv[] = {fs_stock_key(product), fs_reserved_key(product)};
+	char	   *stock_key = fs_stock_key(product);
+	const char *argv[] = {stock_key, fs_reserved_key(stock_key)};
 	FsReply    *r = fs_redis_script(&fs_script_info, 2, 2, argv, NULL, true);
 	bool		ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
 		(r->element[0]->type == REDIS_REPLY_STRING || r->element[0]->type == REDIS_REPLY_NIL) &&
@@ -1194,7 +1194,7 @@ fs_reload_stock(PG_FUNCTION_ARGS)
 	product = PG_GETARG_INT64(0);
 	argv[0] = "DEL";
 	argv[1] = fs_stock_key(product);
-	argv[2] = fs_reserved_key(product);
+	argv[2] = fs_reserved_key(argv[1]);
 	r = fs_redis_command(3, argv, NULL, true);
 	had = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
 	fs_redis_free(r);
@@ -1208,14 +1208,14 @@ fs_stock_keys(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	Datum		values[2];
 	bool		nulls[2] = {false, false};
-	int64		product;
+	char	   *stock_key;
 
 	fs_require_arg(fcinfo, 0, "product_id");
-	product = PG_GETARG_INT64(0);
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	values[0] = CStringGetTextDatum(fs_stock_key(product));
-	values[1] = CStringGetTextDatum(fs_reserved_key(product));
+	stock_key = fs_stock_key(PG_GETARG_INT64(0));
+	values[0] = CStringGetTextDatum(stock_key);
+	values[1] = CStringGetTextDatum(fs_reserved_key(stock_key));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 

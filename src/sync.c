@@ -183,7 +183,7 @@ sync_product(int64 product, FsSyncCounts *c)
 			else if (fate == TXN_UNKNOWN)
 				give = 0;
 			argv[0] = fs_stock_key(product);
-			argv[1] = fs_reserved_key(product);
+			argv[1] = fs_reserved_key(argv[0]);
 			argv[2] = txn;
 			argv[3] = psprintf("%lld", (long long) give);
 			s = fs_redis_script(&fs_script_settle, 2, 4, argv, NULL, true);
