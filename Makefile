@@ -5,7 +5,8 @@ MODULE_big  = flashsale
 OBJS        = src/flashsale.o src/errors.o src/subxact.o src/owner.o src/spi.o src/advisory.o \
               src/table.o src/shmem.o \
               src/redis.o src/lua.o \
-              src/coupon.o src/soldout.o src/stock.o src/named_locks.o src/redis_locks.o src/redis_call.o \
+              src/allot.o \
+              src/coupon.o src/stock.o src/named_locks.o src/redis_locks.o src/redis_call.o \
               src/sync.o src/worker.o
 DATA        = $(wildcard flashsale--*.sql)
 PGFILEDESC  = "flashsale - flash-sale primitives for PostgreSQL"

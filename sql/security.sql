@@ -91,7 +91,7 @@ SELECT pg_temp.try('SELECT flashsale.cancel_coupon(1)');
 SELECT pg_temp.try('SELECT flashsale.redis_call(''FLUSHALL'')');
 RESET ROLE;
 -- what the buyer did is all that happened: 4 units in 3 ledger rows, 6 left; one coupon unit
-SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = 100;
+SELECT db_left, "left", in_flight FROM flashsale.stock_status WHERE product_id = 100;
 SELECT count(*), sum(quantity) FROM flashsale.stock_ledger WHERE product_id = 100;
 SELECT issued FROM flashsale.coupon_status WHERE coupon_id = :c;
 
@@ -99,13 +99,13 @@ SELECT issued FROM flashsale.coupon_status WHERE coupon_id = :c;
 SET ROLE fs_usage;
 SELECT pg_temp.try('SELECT flashsale.decrement_stock(100)');
 RESET ROLE;
-SELECT * FROM flashsale.stock_redis(100);
+SELECT pool + available AS "left", in_flight FROM flashsale.stock_redis(100);
 BEGIN READ ONLY;
 SELECT pg_temp.try('SELECT flashsale.decrement_stock(100)');
 SELECT pg_temp.try('SELECT flashsale.decrement_stock(ARRAY[100]::bigint[], ARRAY[1]::bigint[])');
 SELECT pg_temp.try('SELECT flashsale.set_stock(100, 1)');
 SELECT pg_temp.try('SELECT flashsale.sync_stock()');
-SELECT * FROM flashsale.stock_redis(100);
+SELECT pool + available AS "left", in_flight FROM flashsale.stock_redis(100);
 ROLLBACK;
 
 -- ---- the admin manages stock and coupons through the functions
@@ -116,7 +116,7 @@ SELECT flashsale.create_coupon('by admin', 3) > :c AS created;
 SELECT flashsale.cancel_coupon(member_coupon_id) FROM flashsale.member_coupon WHERE coupon_id = :c;
 SELECT products >= 1 AS synced, errors FROM flashsale.sync_stock();
 UPDATE flashsale.coupon SET ends_at = now() + interval '1 day' WHERE coupon_id = :c;
-SELECT db_left, redis_left FROM flashsale.stock_status WHERE product_id = 100;
+SELECT db_left, "left" FROM flashsale.stock_status WHERE product_id = 100;
 SELECT pg_temp.try('INSERT INTO flashsale.stock_ledger (product_id, quantity) VALUES (100, -1000)');
 SELECT pg_temp.try('UPDATE flashsale.coupon SET total_quantity = 1000');
 SELECT pg_temp.try('SELECT flashsale.redis_call(''PING'')');
@@ -124,7 +124,7 @@ RESET ROLE;
 
 -- ---- monitoring (pg_monitor) reads the views, changes nothing
 SET ROLE fs_monitor;
-SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = 100;
+SELECT db_left, "left", in_flight FROM flashsale.stock_status WHERE product_id = 100;
 SELECT issued, remaining FROM flashsale.coupon_status WHERE coupon_id = :c;
 SELECT count(*) FROM flashsale.worker_status;
 SELECT count(*) FROM flashsale.locks;
@@ -158,12 +158,12 @@ BEGIN;
 SELECT flashsale.decrement_stock(300);
 ROLLBACK;
 SELECT flashsale.restore_stock(300, 1);
--- a committed sale whose reservation is still in Redis: the pass settles it
+-- a committed sale: the pass checks the product against the database and folds its ledger
 SELECT flashsale.decrement_stock(300);
-SELECT products >= 2 AS synced, reservations_settled >= 1 AS settled, ledger_rows_folded >= 1 AS folded, errors
+SELECT products >= 2 AS synced, drift_fixed OPERATOR(pg_catalog.=) 0 AS no_drift, ledger_rows_folded >= 1 AS folded, errors
 FROM flashsale.sync_stock();
 -- (this script's own conditions name pg_catalog's operator)
-SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status
+SELECT db_left, "left", in_flight FROM flashsale.stock_status
 WHERE product_id OPERATOR(pg_catalog.=) 300;
 SELECT issued FROM flashsale.coupon_status WHERE coupon_id OPERATOR(pg_catalog.=) :p;
 DELETE FROM flashsale.stock WHERE product_id OPERATOR(pg_catalog.=) 300;
@@ -177,7 +177,7 @@ SELECT flashsale.set_stock(200, 5);
 SELECT flashsale.decrement_stock(200);
 SELECT stock_key = format('stock:%s.%s.%s:{200}', s.system_identifier, d.oid,
                           pg_relation_filenode('flashsale.stock')) AS key_names_installation,
-       reserved_key = stock_key || ':reserved' AS reserved_beside
+       allot_key = stock_key || ':allot' AS allot_beside
 FROM flashsale.stock_keys(200), pg_control_system() s, pg_database d
 WHERE d.datname = current_database();
 SELECT stock_key AS k200 FROM flashsale.stock_keys(200) \gset

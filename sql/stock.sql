@@ -1,16 +1,17 @@
--- Stock API: Redis-backed decrements bound to the transaction, errors, SQLSTATEs.
+-- Stock API: decrements from the allotment, bound to the transaction, errors, SQLSTATEs.
 \set VERBOSITY terse
 \getenv abs_srcdir PG_ABS_SRCDIR
 \i :abs_srcdir/test/sql/try.sql
--- units left seen three ways: Redis, the database, and what is in flight
-CREATE FUNCTION pg_temp.levels() RETURNS TABLE (product_id bigint, db_left bigint, redis_left bigint,
-                                                reserved_in_flight bigint, ledger numeric)
+-- units left seen three ways: the database, pool + allotment, and what is in flight
+-- (how units split between the pool and the allotment depends on timing: not shown)
+CREATE FUNCTION pg_temp.levels() RETURNS TABLE (product_id bigint, db_left bigint, "left" bigint,
+                                                in_flight bigint, ledger numeric)
 LANGUAGE sql AS $$
-    SELECT s.product_id, s.db_left, s.redis_left, s.reserved_in_flight,
+    SELECT s.product_id, s.db_left, s.left, s.in_flight,
            (SELECT coalesce(sum(quantity), 0) FROM flashsale.stock_ledger l WHERE l.product_id = s.product_id)
     FROM flashsale.stock_status s ORDER BY 1 $$;
 
--- set_stock creates products; Redis learns them on first use
+-- set_stock creates products; Redis learns them on first use (the pool is rebuilt)
 SELECT flashsale.set_stock(1, 10), flashsale.set_stock(2, 5), flashsale.set_stock(3, 1);
 SELECT product_id, quantity FROM flashsale.stock ORDER BY 1;
 SELECT flashsale.stock_level(1), flashsale.stock_level(2);
@@ -45,7 +46,7 @@ SELECT * FROM pg_temp.levels();
 -- rollback, error and savepoint rollback give the units back
 BEGIN;
 SELECT flashsale.decrement_stock(1, 2);
-SELECT redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = 1;
+SELECT "left", in_flight FROM flashsale.stock_status WHERE product_id = 1;
 ROLLBACK;
 SELECT flashsale.stock_level(1);
 BEGIN;
@@ -89,7 +90,7 @@ SELECT flashsale.restore_stock(2, 1);
 ROLLBACK;
 SELECT * FROM pg_temp.levels();
 
--- set_stock takes effect in Redis when the transaction commits, not before
+-- set_stock takes effect when the transaction commits, not before
 BEGIN;
 SELECT flashsale.set_stock(1, 50);
 SELECT flashsale.stock_level(1);
@@ -105,7 +106,7 @@ SELECT * FROM pg_temp.levels();
 SELECT flashsale.set_stock(5, 9007199254740991);
 SELECT flashsale.decrement_stock(5, 1), flashsale.decrement_stock(5, 9007199254740000);
 
--- reload_stock drops Redis' copy now; the next use reloads the truth
+-- reload_stock drops Redis' copy now; the next use rebuilds the pool from the truth
 SELECT flashsale.reload_stock(2) AS had_it, flashsale.reload_stock(2) AS again;
 SELECT flashsale.stock_level(2);
 SELECT pg_temp.try($$SELECT flashsale.reload_stock(NULL)$$);
@@ -117,7 +118,7 @@ PREPARE TRANSACTION 'fs';
 SELECT flashsale.stock_level(3);
 SELECT count(*) FROM pg_prepared_xacts;
 
--- a multi-item order whose products Redis all lost: every one is reloaded (it failed beyond three)
+-- a multi-item order whose products Redis all lost: every one is rebuilt (it failed beyond three)
 SELECT count(flashsale.set_stock(g, 10)) FROM generate_series(71, 76) g;
 SELECT count(flashsale.reload_stock(g)) FROM generate_series(71, 76) g;
 SELECT flashsale.decrement_stock(ARRAY[71, 72, 73, 74, 75, 76]::bigint[], ARRAY[1, 2, 3, 4, 5, 6]::bigint[]);

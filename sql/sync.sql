@@ -11,16 +11,16 @@ SELECT count(*) AS ledger_rows FROM flashsale.stock_ledger WHERE product_id IN (
 SELECT products >= 2 AS all_products, reloaded, drift_fixed, errors FROM flashsale.sync_stock();
 SELECT product_id, quantity FROM flashsale.stock WHERE product_id IN (10, 11) ORDER BY 1;
 SELECT count(*) AS ledger_rows FROM flashsale.stock_ledger WHERE product_id IN (10, 11);
-SELECT product_id, db_left, redis_left, reserved_in_flight FROM flashsale.stock_status
+SELECT product_id, db_left, "left", in_flight FROM flashsale.stock_status
 WHERE product_id IN (10, 11) ORDER BY 1;
--- a product Redis lost is reloaded by the pass
+-- a product Redis lost is rebuilt by the pass
 SELECT flashsale.reload_stock(11);
 SELECT reloaded, drift_fixed, errors FROM flashsale.sync_stock();
-SELECT (flashsale.stock_redis(11)).redis_left;
+SELECT pool + available AS "left" FROM flashsale.stock_redis(11);
 -- a second pass finds nothing to do
-SELECT reloaded, reservations_settled, units_returned, drift_fixed, ledger_rows_folded, errors
+SELECT reloaded, drift_fixed, ledger_rows_folded, errors
 FROM flashsale.sync_stock();
--- not in a transaction that holds reservations: the pass would fold its own sales
+-- not in a transaction that holds units: the pass would fold its own sales
 BEGIN;
 SELECT flashsale.decrement_stock(10);
 SELECT * FROM flashsale.sync_stock();

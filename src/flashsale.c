@@ -169,6 +169,21 @@ _PG_init(void)
 							NULL, &fs_sync_interval_s, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
+	DefineCustomIntVariable("flashsale.allotment_max",
+							"Most units of a product one lease moves into this instance's allotment.",
+							"Leases double while they come faster than every 100 ms and halve "
+							"when slower than every second, from 1 up to this.",
+							&fs_allotment_max, 1000, 1, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("flashsale.allotment_idle",
+							"Time after which an allotment nobody sold from goes back to the pool.",
+							NULL, &fs_allotment_idle_ms, 1000, 0, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	fs_shmem_define_size("flashsale.max_allotments",
+						 "Most products with an allotment in this instance's shared memory.",
+						 "Each takes about 560 bytes. Empty idle allotments are forgotten.",
+						 &fs_max_allotments);
+
 	fs_stock_init();
 	fs_redis_locks_init();
 	fs_named_locks_init();

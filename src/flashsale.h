@@ -13,7 +13,7 @@
 #include "pg_compat.h"
 
 /* the library's version; flashsale.control's default_version must match */
-#define FS_VERSION "1.5"
+#define FS_VERSION "1.6"
 
 /* ---- GUCs (flashsale.c) ---- */
 extern int	fs_lock_timeout_ms;
@@ -31,24 +31,58 @@ extern char *fs_key_prefix;
 /* ---- stock (stock.c) ---- */
 extern void fs_stock_init(void);
 extern char *fs_stock_key(int64 product);
-extern char *fs_reserved_key(const char *stock_key);
-extern void fs_stock_reload(int64 product);
+extern Oid	fs_stock_generation(void);
 extern bool fs_stock_truth(int64 product, int64 *truth);
-struct FsReply;
-extern struct FsReply *fs_stock_info(int64 product);
-extern int64 fs_stock_own_units(int64 product);
-extern const char *fs_stock_txn_if_any(void);
-extern bool fs_stock_has_reservations(void);
-extern void fs_stock_units_back(int64 product);
-
-/* ---- sold out, answered from shared memory (soldout.c) ---- */
-extern Size fs_soldout_shmem_size(void);
-extern void fs_soldout_shmem_init(void);
-extern uint64 fs_soldout_key(const char *stock_key);
-extern bool fs_soldout_known(uint64 key);
-extern void fs_soldout_mark(uint64 key);
-extern void fs_soldout_forget(uint64 key);
+extern bool fs_stock_has_takes(void);
+extern void fs_stock_rebuild(int64 product, bool locked);
+struct FsAllotFigures;
+extern bool fs_stock_figures(int64 product, struct FsAllotFigures *f, bool rebuild);
 #define FS_MAX_STOCK INT64CONST(9007199254740991)
+
+/* ---- allotments in shared memory (allot.c) ---- */
+#define FS_POOL_KEY_MAX 384			/* bytes of a product's stock key, with its NUL */
+extern int	fs_allotment_max;
+extern int	fs_allotment_idle_ms;
+extern int	fs_max_allotments;
+typedef struct FsAllot FsAllot;
+typedef enum FsTakeResult
+{
+	TAKE_OK,
+	TAKE_SHORT,
+	TAKE_REBUILD
+} FsTakeResult;
+typedef struct FsAllotFigures
+{
+	bool		pool_known;		/* Redis has the pool */
+	int64		pool;
+	int64		allotted;		/* units every instance holds, as Redis records them */
+	int64		available;		/* this instance's free units */
+	int64		in_flight;		/* its units in transactions in progress */
+} FsAllotFigures;
+typedef struct FsAllotRow
+{
+	int64		product;
+	int64		available;
+	int64		in_flight;
+	int64		batch;
+	TimestampTz last_used;
+	bool		stale;
+} FsAllotRow;
+extern Size fs_allot_shmem_size(void);
+extern void fs_allot_shmem_init(void);
+extern bool fs_allot_available(void);
+extern FsAllot *fs_allot_get(Oid gen, int64 product, char *(*pool_key) (int64 product));
+extern void fs_allot_unpin(FsAllot *a);
+extern bool fs_allot_short_known(Oid gen, int64 product, int64 qty, int64 *left);
+extern FsTakeResult fs_allot_take(FsAllot *a, int64 qty, int64 *left);
+extern void fs_allot_end_take(FsAllot *a, int64 qty, bool committed);
+extern void fs_allot_add(FsAllot *a, int64 qty);
+extern void fs_allot_invalidate(Oid gen, int64 product, bool drop_units);
+extern void fs_allot_rebuild(FsAllot *a, int64 truth, const char *old_key);
+extern bool fs_allot_read(FsAllot *a, FsAllotFigures *f);
+extern bool fs_allot_check_active(Oid gen, int64 product, bool *stale);
+extern int64 fs_allot_return_idle(int64 *units);
+extern FsAllotRow *fs_allot_list(Oid gen, int *n);
 
 /* ---- worker and sync (worker.c, sync.c) ---- */
 extern bool fs_preloaded;
@@ -83,13 +117,13 @@ extern long fs_redis_locks_renew(void);
 typedef struct FsSyncCounts
 {
 	int64		products;		/* products synced */
-	int64		reloaded;		/* products Redis had lost, reloaded */
-	int64		settled;		/* reservations of ended transactions settled */
+	int64		reloaded;		/* pools rebuilt: Redis had lost them, or a stale record */
+	int64		allotments_returned;	/* idle allotments given back to the pool */
 	int64		units_returned; /* units those gave back */
-	int64		drift_fixed;	/* products whose Redis figure was corrected */
+	int64		drift_fixed;	/* pools whose Redis figure was corrected */
 	int64		ledger_rows_folded;
 	int64		errors;			/* products skipped by an error */
-	int64		busy;			/* products whose lock was busy: only settled and folded */
+	int64		busy;			/* products whose lock was busy: only folded */
 } FsSyncCounts;
 
 extern void fs_sync_all(FsSyncCounts *counts);
@@ -232,12 +266,10 @@ extern void fs_redis_unsubscribe(void);
 extern FsReply *fs_redis_late_reply(void);
 
 /* the scripts (lua.c) */
-extern FsScript fs_script_decrement;
+extern FsScript fs_script_lease;
 extern FsScript fs_script_giveback;
-extern FsScript fs_script_reload;
+extern FsScript fs_script_rebuild;
 extern FsScript fs_script_info;
-extern FsScript fs_script_settle;
-extern FsScript fs_script_fix;
 extern FsScript fs_script_lock_acquire;
 extern FsScript fs_script_lock_release;
 extern FsScript fs_script_lock_renew;

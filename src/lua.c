@@ -6,12 +6,10 @@
 
 #include "lua_scripts.h"
 
-FsScript	fs_script_decrement = {"decrement", fs_lua_decrement, fs_lua_decrement_sha};
+FsScript	fs_script_lease = {"lease", fs_lua_lease, fs_lua_lease_sha};
 FsScript	fs_script_giveback = {"giveback", fs_lua_giveback, fs_lua_giveback_sha};
-FsScript	fs_script_reload = {"reload", fs_lua_reload, fs_lua_reload_sha};
+FsScript	fs_script_rebuild = {"rebuild", fs_lua_rebuild, fs_lua_rebuild_sha};
 FsScript	fs_script_info = {"info", fs_lua_info, fs_lua_info_sha};
-FsScript	fs_script_settle = {"settle", fs_lua_settle, fs_lua_settle_sha};
-FsScript	fs_script_fix = {"fix", fs_lua_fix, fs_lua_fix_sha};
 FsScript	fs_script_lock_acquire = {"lock_acquire", fs_lua_lock_acquire, fs_lua_lock_acquire_sha};
 FsScript	fs_script_lock_release = {"lock_release", fs_lua_lock_release, fs_lua_lock_release_sha};
 FsScript	fs_script_lock_renew = {"lock_renew", fs_lua_lock_renew, fs_lua_lock_renew_sha};

@@ -1,7 +1,7 @@
 /*
  * shmem.c: flashsale's shared memory (only when preloaded): the worker's
  * state, the registry of lock names, the registry of Redis locks, the
- * sold-out verdicts (soldout.c) and the latch that wakes the worker.  The
+ * allotments of stock (allot.c) and the latch that wakes the worker.  The
  * latch lives here, with the shared state, so that whoever needs the worker
  * awake (a new Redis lock whose lease it must renew) sets it without calling
  * into the worker's file.  The
@@ -39,9 +39,9 @@ fs_shmem_request(void)
 															   fs_named_locks_shmem_size()),
 													  fs_redis_locks_shmem_size()),
 											 MAXALIGN(sizeof(FsShared))),
-									fs_soldout_shmem_size()));
-	/* one for the lock names, one for the Redis locks */
-	RequestNamedLWLockTranche("flashsale", 2);
+									fs_allot_shmem_size()));
+	/* the lock names, the Redis locks, the allotments */
+	RequestNamedLWLockTranche("flashsale", 3);
 }
 
 static void
@@ -62,7 +62,7 @@ fs_shmem_startup(void)
 	fs_worker_shmem_init();
 	fs_named_locks_shmem_init();
 	fs_redis_locks_shmem_init();
-	fs_soldout_shmem_init();
+	fs_allot_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

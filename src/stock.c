@@ -1,25 +1,31 @@
 /*
- * stock.c: stock decremented in Redis, bound to the calling transaction.
+ * stock.c: stock sold from allotments, bound to the calling transaction.
  *
- * A decrement is a reservation that belongs to the calling transaction:
- *  - Redis takes the units and records them under the transaction's identity
- *    (system identifier : full xid) in the product's reservation hash, in
- *    one Lua script: one round trip per decrement;
- *  - the same transaction appends a row to flashsale.stock_ledger, so a
- *    commit records the sale durably without touching the product's row;
- *  - rollback, an error or ROLLBACK TO SAVEPOINT gives the units back from
- *    the (sub)transaction abort callback; a failure there leaves the
- *    reservation in Redis for the background worker to settle;
- *  - after a commit nothing is sent from the commit callback: the
- *    reservation's entry is dropped by this backend's next script call (or
- *    by the worker).
+ * A decrement takes units from this instance's allotment of the product in
+ * shared memory (allot.c), which leases them from the pool in Redis in
+ * batches: most sales make no Redis call.  The units belong to the calling
+ * transaction:
+ *  - the same transaction appends a row to flashsale.stock_ledger, written
+ *    straight into the table (no executor), so a commit records the sale
+ *    durably without touching the product's row;
+ *  - rollback, an error or ROLLBACK TO SAVEPOINT gives the units back to
+ *    the allotment from the (sub)transaction abort callback, in shared
+ *    memory: nothing there can fail, and the next buyer sells them at once;
+ *  - the commit callback only counts them sold (shared memory, no Redis).
+ * A crash of any backend restarts the server with fresh shared memory: its
+ * allotments are gone, the in-flight transactions with them, and the next
+ * lease finds the instance's Redis record stale and rebuilds the pool from
+ * the database truth (quantity minus committed ledger), exactly.
+ *
  * Decrementers hold the product's advisory lock in share mode until their
- * transaction ends.  A product Redis does not know is reloaded from the
- * database truth (quantity minus ledger) under that lock in exclusive mode,
- * so no reservation can be in flight while it is computed.  set_stock and
- * restore_stock change the truth in the database and delete the product's
- * Redis keys just before commit, so the next decrement reloads it; so does
- * deleting a product's row from flashsale.stock (trigger stock_forget).
+ * transaction ends.  A rebuild (allot.c says when one is due) takes it in
+ * exclusive mode, so no transaction has units in flight while the truth is
+ * read.  set_stock takes it exclusively too, changes the truth in the
+ * database, drops the product's Redis keys just before commit and empties
+ * the allotment at commit: the next sale rebuilds the pool.  restore_stock
+ * takes it in share mode and adds its units to the allotment at commit
+ * (they are for sale at once); deleting a product's row from
+ * flashsale.stock (trigger stock_forget) works as set_stock does.
  *
  * Keys name the installation they belong to: the system identifier, the
  * database and the relfilenode of flashsale.stock (new at every CREATE
@@ -27,11 +33,9 @@
  * flashsale.key_prefix.  Two databases on one Redis never share a product,
  * and a dropped and re-created (or truncated) stock table never reads what
  * was left in Redis: a product exists only through its row in
- * flashsale.stock, from which Redis is (re)loaded.  A new generation of keys
- * is always safe: a reload waits for the reservations in flight, which give
- * back (if they abort) to the keys they were made under.  A physical
- * standby promoted after a failover has the same three, and goes on with
- * the keys.
+ * flashsale.stock, from which Redis is rebuilt.  A physical standby
+ * promoted after a failover has the same three, and a new shared memory:
+ * its first lease rebuilds every product it sells.
  */
 #include "flashsale.h"
 
@@ -48,8 +52,6 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "storage/ipc.h"
-#include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -67,10 +69,10 @@ PG_FUNCTION_INFO_V1(fs_stock_redis);
 PG_FUNCTION_INFO_V1(fs_reload_stock);
 PG_FUNCTION_INFO_V1(fs_stock_keys);
 PG_FUNCTION_INFO_V1(fs_stock_forget);
+PG_FUNCTION_INFO_V1(fs_allotments);
 
 /* Lua numbers are doubles: every stock figure stays at or below 2^53 - 1 (FS_MAX_STOCK). */
 #define FS_MAX_ITEMS 100
-#define FS_MAX_SETTLE 32
 
 
 /* (every name qualified: these run as the extension's owner, see spi.c) */
@@ -103,123 +105,89 @@ static FsQuery q_set = {
 /* ---- per-transaction state ---- */
 
 /*
- * A product's Redis keys, named while the transaction can read the catalog:
- * abort and commit callbacks and the exit hook use them as they were.
+ * Units of an allotment this transaction holds: taken by a decrement (sold
+ * at commit, back at abort), or given back by restore_stock (added at
+ * commit; the entry stays pinned until then).  qty is 0 until the take
+ * happened, so a record made before an error undoes nothing.
  */
-typedef struct ProductKeys
+typedef struct Take
 {
+	FsAllot    *allot;
 	int64		product;
-	char	   *stock;
-	char	   *reserved;
-	uint64		soldout;		/* its key in soldout.c */
-} ProductKeys;
-
-typedef struct Reservation
-{
-	int64		product;
-	ProductKeys keys;
 	int64		qty;
+	bool		restore;
 	SubTransactionId subid;
-	bool		uncertain;		/* the call failed: it may or may not have taken units */
-	uint64		sent_before;	/* fs_redis_sent before the call */
-} Reservation;
+} Take;
 
-/*
- * A committed reservation whose entry Redis still holds: dropped by the
- * backend's next script call (it rides along) or at exit.  A fixed ring,
- * allocated once: the COMMIT callback allocates nothing and cannot fail.
- * What does not fit (a key longer than FS_SETTLE_KEY, a full ring) is left
- * to the worker's pass, which settles every ended transaction by its real
- * outcome anyway.
- */
-#define FS_SETTLE_RING 128
-#define FS_SETTLE_KEY 256
-
-typedef struct Settle
+/* A product whose truth this transaction set anew: keys dropped at pre-commit. */
+typedef struct Dirty
 {
-	char		reserved[FS_SETTLE_KEY];	/* the product's reservation key */
-	char		txn[64];
-} Settle;
+	int64		product;
+	Oid			gen;
+	char	   *stock;
+} Dirty;
 
-static MemoryContext xact_cxt = NULL;	/* reservations, dirty products, key names */
-static bool xact_cxt_used = false;	/* something of this transaction is in it */
-static List *reservations = NIL;
-static List *dirty = NIL;		/* ProductKeys whose keys go at pre-commit */
-static char txn_ident[64] = "";
-
-static Settle *settle_ring = NULL;	/* FS_SETTLE_RING entries, in TopMemoryContext */
-static int	settle_head = 0;	/* the oldest */
-static int	settle_count = 0;
-
-#define SETTLE(i) (&settle_ring[(settle_head + (i)) % FS_SETTLE_RING])
-static bool exit_hook = false;
+static MemoryContext xact_cxt = NULL;
+static List *takes = NIL;
+static List *dirty = NIL;
 
 /* "<system identifier>.<database>.<flashsale.stock's relfilenode>": see the top */
+static Oid	current_gen = InvalidOid;
+
+Oid
+fs_stock_generation(void)
+{
+	fs_extension_table("stock", NULL, &current_gen);
+	return current_gen;
+}
+
 static const char *
 installation(void)
 {
 	static Oid	node = InvalidOid;
 	static Oid	dbid = InvalidOid;
 	static char ident[64];
-	Oid			now;
 
-	fs_extension_table("stock", NULL, &now);
-	if (now != node || dbid != MyDatabaseId)
+	if (current_gen != node || dbid != MyDatabaseId)
 	{
 		snprintf(ident, sizeof(ident), "%llu.%u.%u",
-				 (unsigned long long) GetSystemIdentifier(), MyDatabaseId, now);
-		node = now;
+				 (unsigned long long) GetSystemIdentifier(), MyDatabaseId, current_gen);
+		node = current_gen;
 		dbid = MyDatabaseId;
 	}
 	return ident;
 }
 
-/* The product's keys share the hash tag {product}; the reservations' is the stock key's + ":reserved". */
+/* The product's keys share the hash tag {product}; the allotments' is the stock key's + ":allot". */
 char *
 fs_stock_key(int64 product)
 {
+	(void) fs_stock_generation();
 	return psprintf("%sstock:%s:{%lld}", fs_key_prefix, installation(), (long long) product);
 }
 
-char *
-fs_reserved_key(const char *stock_key)
-{
-	return psprintf("%s:reserved", stock_key);
-}
-
-static const char *
-current_txn(void)
-{
-	if (txn_ident[0] == '\0')
-		snprintf(txn_ident, sizeof(txn_ident), "%llu:%llu",
-				 (unsigned long long) GetSystemIdentifier(),
-				 (unsigned long long) U64FromFullTransactionId(GetTopFullTransactionId()));
-	return txn_ident;
-}
-
-/* This transaction's identity in Redis if it has one, else NULL. */
-const char *
-fs_stock_txn_if_any(void)
-{
-	return txn_ident[0] ? txn_ident : NULL;
-}
-
 bool
-fs_stock_has_reservations(void)
+fs_stock_has_takes(void)
 {
-	return reservations != NIL;
+	return takes != NIL;
+}
+
+static void
+ensure_memory(void)
+{
+	if (xact_cxt == NULL)
+		xact_cxt = AllocSetContextCreate(TopMemoryContext, "flashsale stock transaction",
+										 ALLOCSET_SMALL_SIZES);
 }
 
 static void
 forget_transaction(void)
 {
-	if (!xact_cxt_used && txn_ident[0] == '\0')
+	if (takes == NIL && dirty == NIL)
 		return;
-	reservations = NIL;
+	takes = NIL;
 	dirty = NIL;
-	txn_ident[0] = '\0';
 	MemoryContextReset(xact_cxt);
-	xact_cxt_used = false;
 }
 
 static void
@@ -263,186 +231,68 @@ lock_product(int64 product, LOCKMODE mode)
 }
 
 static void
-name_keys(ProductKeys *k, int64 product)
-{
-	k->product = product;
-	k->stock = fs_stock_key(product);
-	k->reserved = fs_reserved_key(k->stock);
-	k->soldout = fs_soldout_key(k->stock);
-}
-
-/* Units of product came back in Redis: a sold-out verdict no longer holds. */
-void
-fs_stock_units_back(int64 product)
-{
-	fs_soldout_forget(fs_soldout_key(fs_stock_key(product)));
-}
-
-static void
 mark_dirty(int64 product)
 {
 	MemoryContext old = MemoryContextSwitchTo(xact_cxt);
-	ProductKeys *k = palloc(sizeof(ProductKeys));
+	Dirty	   *d = palloc(sizeof(Dirty));
 
-	xact_cxt_used = true;
-	name_keys(k, product);
-	dirty = lappend(dirty, k);
+	d->product = product;
+	d->gen = fs_stock_generation();
+	d->stock = fs_stock_key(product);
+	dirty = lappend(dirty, d);
 	MemoryContextSwitchTo(old);
 }
 
-/* ---- giving units back ---- */
-
-/*
- * Give back the given reservations of this transaction (never raises).
- * When Redis cannot be told, the reservations stay recorded there and the
- * worker settles them once the transaction has ended.
- */
-static void
-give_back(List *items)
+/* A new record of units this transaction holds (qty 0 until they are). */
+static Take *
+new_take(FsAllot *a, int64 product, bool restore)
 {
-	int			n = list_length(items);
-	const char **argv;
-	int			k = 0;
-	ListCell   *lc;
+	MemoryContext old = MemoryContextSwitchTo(xact_cxt);
+	Take	   *t = palloc(sizeof(Take));
 
-	if (n == 0)
-		return;
-	foreach(lc, items)
-		fs_soldout_forget(((Reservation *) lfirst(lc))->keys.soldout);
-	argv = palloc(sizeof(char *) * (4 * n + 2));
-	foreach(lc, items)
-		argv[k++] = ((Reservation *) lfirst(lc))->keys.stock;
-	foreach(lc, items)
-		argv[k++] = ((Reservation *) lfirst(lc))->keys.reserved;
-	argv[k++] = psprintf("%d", n);
-	argv[k++] = txn_ident;
-	foreach(lc, items)
-		argv[k++] = psprintf("%lld", (long long) ((Reservation *) lfirst(lc))->qty);
-	fs_redis_free(fs_redis_script(&fs_script_giveback, 2 * n, k, argv, NULL, false));
+	t->allot = a;
+	t->product = product;
+	t->qty = 0;
+	t->restore = restore;
+	t->subid = GetCurrentSubTransactionId();
+	takes = lappend(takes, t);
+	MemoryContextSwitchTo(old);
+	return t;
 }
 
-/*
- * Undo reservations at (sub)transaction abort, never raising.  A reservation
- * whose call failed after it was sent may or may not have taken units, and
- * that call may still reach Redis after this one (a hung server runs both
- * once it wakes up): its product's keys are dropped instead, which is right
- * in any order, and the product is reloaded from the truth on next use.  A
- * call that failed before anything was sent took nothing.
- */
+/* A (sub)transaction's records end: committed or not.  Shared memory only. */
 static void
-undo_reservations(List *items)
+end_take(Take *t, bool committed)
 {
-	List	   *certain = NIL;
-	List	   *doubtful = NIL;
-	ListCell   *lc;
-
-	foreach(lc, items)
+	if (t->restore)
 	{
-		Reservation *r = lfirst(lc);
-
-		if (r->uncertain && r->sent_before != fs_redis_sent)
-			doubtful = list_append_unique_ptr(doubtful, r);
+		if (committed)
+			fs_allot_add(t->allot, t->qty);
+		fs_allot_unpin(t->allot);
 	}
-	foreach(lc, items)
-	{
-		Reservation *r = lfirst(lc);
-		bool		drop = false;
-		ListCell   *lc2;
-
-		foreach(lc2, doubtful)
-			drop |= ((Reservation *) lfirst(lc2))->product == r->product;
-		if (!drop && !r->uncertain)
-			certain = lappend(certain, r);
-	}
-	fs_redis_cleanup_begin();
-	give_back(certain);
-	if (doubtful != NIL)
-	{
-		const char **argv = palloc(sizeof(char *) * (2 * list_length(doubtful) + 1));
-		int			k = 0;
-
-		argv[k++] = "DEL";
-		foreach(lc, doubtful)
-		{
-			argv[k++] = ((Reservation *) lfirst(lc))->keys.stock;
-			argv[k++] = ((Reservation *) lfirst(lc))->keys.reserved;
-		}
-		fs_redis_free(fs_redis_command(k, argv, NULL, false));
-	}
-	fs_redis_cleanup_end();
+	else if (t->qty > 0)
+		fs_allot_end_take(t->allot, t->qty, committed);
 }
 
-/* Drop the Redis keys of products whose truth this transaction changed. */
+/* Drop the Redis keys of products whose truth this transaction set anew. */
 static void
 drop_dirty_keys(void)
 {
 	int			n = list_length(dirty);
-	const char **argv = palloc(sizeof(char *) * (2 * n + 1));
+	const char **argv = palloc(sizeof(char *) * (3 * n + 1));
 	int			k = 0;
 	ListCell   *lc;
 
 	argv[k++] = "DEL";
 	foreach(lc, dirty)
 	{
-		argv[k++] = ((ProductKeys *) lfirst(lc))->stock;
-		argv[k++] = ((ProductKeys *) lfirst(lc))->reserved;
+		Dirty	   *d = lfirst(lc);
+
+		argv[k++] = d->stock;
+		argv[k++] = psprintf("%s:allot", d->stock);
+		argv[k++] = psprintf("%s:reserved", d->stock);
 	}
 	fs_redis_free(fs_redis_command(k, argv, NULL, true));
-}
-
-/*
- * At backend exit, tell Redis about the commits it has not heard of yet (best
- * effort: what is left, the worker settles).  The decrement script with no
- * item does only that.
- */
-static void
-flush_settles_at_exit(int code, Datum arg)
-{
-	int			n = settle_count;
-	const char **argv;
-	int			k = 0;
-
-	if (n == 0)
-		return;
-	argv = palloc(sizeof(char *) * (2 * n + 3));
-	for (int i = 0; i < n; i++)
-		argv[k++] = SETTLE(i)->reserved;
-	argv[k++] = "0";
-	argv[k++] = "";
-	argv[k++] = psprintf("%d", n);
-	for (int i = 0; i < n; i++)
-		argv[k++] = SETTLE(i)->txn;
-	fs_redis_cleanup_begin();
-	fs_redis_free(fs_redis_script(&fs_script_decrement, n, k, argv, NULL, false));
-	fs_redis_cleanup_end();
-	settle_count = 0;
-}
-
-/*
- * At commit: remember this transaction's reservations, one per product (a
- * product decremented twice has two records with one entry in Redis).
- * Compares only with what this call added: O(r^2) in the transaction's own
- * products, never in the ring's length.
- */
-static void
-remember_settles(void)
-{
-	int			first = settle_count;
-	ListCell   *lc;
-
-	foreach(lc, reservations)
-	{
-		Reservation *r = lfirst(lc);
-		bool		seen = false;
-
-		for (int i = first; i < settle_count && !seen; i++)
-			seen = strcmp(SETTLE(i)->reserved, r->keys.reserved) == 0;
-		if (seen || settle_count == FS_SETTLE_RING || strlen(r->keys.reserved) >= FS_SETTLE_KEY)
-			continue;
-		strcpy(SETTLE(settle_count)->reserved, r->keys.reserved);
-		strcpy(SETTLE(settle_count)->txn, txn_ident);
-		settle_count++;
-	}
 }
 
 static void
@@ -457,22 +307,24 @@ stock_xact_callback(XactEvent event, void *arg)
 				drop_dirty_keys();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
-			if (reservations != NIL || dirty != NIL)
+			if (takes != NIL || dirty != NIL)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot prepare a transaction that changed flashsale stock"),
-						 errdetail("Its reservations in Redis are bound to this session."),
+						 errdetail("Its units are held in this instance's shared memory, bound to this session."),
 						 errhint("Commit or roll back the transaction instead.")));
 			break;
 		case XACT_EVENT_COMMIT:
-			/* durable already: only remember what Redis is to be told later */
+			/* durable already: shared memory only, nothing that can fail */
+			foreach(lc, takes)
+				end_take(lfirst(lc), true);
 			foreach(lc, dirty)
-				fs_soldout_forget(((ProductKeys *) lfirst(lc))->soldout);
-			remember_settles();
+				fs_allot_invalidate(((Dirty *) lfirst(lc))->gen, ((Dirty *) lfirst(lc))->product, true);
 			forget_transaction();
 			break;
 		case XACT_EVENT_ABORT:
-			undo_reservations(reservations);
+			foreach(lc, takes)
+				end_take(lfirst(lc), false);
 			forget_transaction();
 			break;
 		default:
@@ -485,33 +337,22 @@ stock_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)
 {
 	ListCell   *lc;
-	List	   *undo = NIL;
 
-	if (reservations == NIL)
+	if (takes == NIL)
 		return;
-	if (event == SUBXACT_EVENT_COMMIT_SUB)
+	foreach(lc, takes)
 	{
-		foreach(lc, reservations)
-		{
-			Reservation *r = lfirst(lc);
+		Take	   *t = lfirst(lc);
 
-			if (r->subid == mySubid)
-				r->subid = parentSubid;
-		}
-	}
-	else if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		foreach(lc, reservations)
+		if (t->subid != mySubid)
+			continue;
+		if (event == SUBXACT_EVENT_COMMIT_SUB)
+			t->subid = parentSubid;
+		else if (event == SUBXACT_EVENT_ABORT_SUB)
 		{
-			Reservation *r = lfirst(lc);
-
-			if (r->subid == mySubid)
-			{
-				undo = lappend(undo, r);
-				reservations = foreach_delete_current(reservations, lc);
-			}
+			end_take(t, false);
+			takes = foreach_delete_current(takes, lc);
 		}
-		undo_reservations(undo);
 	}
 }
 
@@ -520,22 +361,6 @@ fs_stock_init(void)
 {
 	RegisterXactCallback(stock_xact_callback, NULL);
 	RegisterSubXactCallback(stock_subxact_callback, NULL);
-}
-
-static void
-ensure_memory(void)
-{
-	if (xact_cxt == NULL)
-	{
-		xact_cxt = AllocSetContextCreate(TopMemoryContext, "flashsale stock transaction",
-										 ALLOCSET_SMALL_SIZES);
-		settle_ring = MemoryContextAlloc(TopMemoryContext, sizeof(Settle) * FS_SETTLE_RING);
-	}
-	if (!exit_hook)
-	{
-		before_shmem_exit(flush_settles_at_exit, (Datum) 0);
-		exit_hook = true;
-	}
 }
 
 /* ---- the database truth: quantity minus ledger ---- */
@@ -577,43 +402,31 @@ fs_stock_truth(int64 product, int64 *truth)
 	return truth_and_level(product, truth, NULL);
 }
 
-/* ---- reload ---- */
-
-int64
-fs_stock_own_units(int64 product)
-{
-	int64		units = 0;
-	ListCell   *lc;
-
-	foreach(lc, reservations)
-	{
-		Reservation *r = lfirst(lc);
-
-		if (r->product == product && !r->uncertain)
-			units += r->qty;
-	}
-	return units;
-}
+/* ---- rebuild ---- */
 
 /*
- * Load a product Redis does not know, under its lock in exclusive mode.  The
- * caller's share lock on it, if taken by the current call, was released.
+ * Rebuild the product's pool in Redis from the database truth minus what
+ * this instance holds.  Under the product's lock in exclusive mode (taken
+ * here unless locked): no other transaction has units of it in flight, and
+ * the caller's own are already out of the truth it reads (its ledger rows).
+ * The caller's share lock on it, if taken by the current call, was released.
  */
 void
-fs_stock_reload(int64 product)
+fs_stock_rebuild(int64 product, bool locked)
 {
 	LOCKTAG		tag;
 	int64		truth;
-	int64		own;
-	const char *argv[5];
-	FsReply *r;
+	FsAllot    *a;
+	char	   *stock;
 
 	stock_locktag(&tag, product);
-	lock_product(product, ExclusiveLock);
+	if (!locked)
+		lock_product(product, ExclusiveLock);
 
 	if (!fs_stock_truth(product, &truth))
 	{
-		fs_lock_release_mode(&tag, ExclusiveLock);
+		if (!locked)
+			fs_lock_release_mode(&tag, ExclusiveLock);
 		unknown_product(product);
 	}
 	if (truth < 0 || truth > FS_MAX_STOCK)
@@ -623,56 +436,25 @@ fs_stock_reload(int64 product)
 						(long long) truth),
 				 errdetail("Stock figures must lie between 0 and 2^53 - 1.")));
 
-	own = fs_stock_own_units(product);
-	argv[0] = fs_stock_key(product);
-	argv[1] = fs_reserved_key(argv[0]);
-	argv[2] = psprintf("%lld", (long long) truth);
-	argv[3] = own > 0 ? current_txn() : "";
-	argv[4] = psprintf("%lld", (long long) own);
-	r = fs_redis_script(&fs_script_reload, 2, 5, argv, NULL, true);
-	fs_redis_free(r);
-	fs_soldout_forget(fs_soldout_key(argv[0]));
+	a = fs_allot_get(fs_stock_generation(), product, fs_stock_key);
+	stock = fs_stock_key(product);
+	PG_TRY();
+	{
+		fs_allot_rebuild(a, truth, psprintf("%s:reserved", stock));
+	}
+	PG_CATCH();
+	{
+		fs_allot_unpin(a);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	fs_allot_unpin(a);
 
-	fs_lock_release_mode(&tag, ExclusiveLock);
+	if (!locked)
+		fs_lock_release_mode(&tag, ExclusiveLock);
 }
 
 /* ---- decrement ---- */
-
-/*
- * The decrement script's reply for n items: {1, left...n}, {0, item, left}
- * or {-1, item...}, all integers, items within 1..n.
- */
-static bool
-is_item(const FsReply *e, int n)
-{
-	return e->integer >= 1 && e->integer <= n;
-}
-
-static bool
-decrement_reply_ok(const FsReply *r, int n)
-{
-	if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
-		return false;
-	for (size_t i = 0; i < r->elements; i++)
-		if (r->element[i]->type != REDIS_REPLY_INTEGER)
-			return false;
-	switch (r->element[0]->integer)
-	{
-		case 1:
-			return r->elements == (size_t) n + 1;
-		case 0:
-			return r->elements == 3 && is_item(r->element[1], n);
-		case -1:
-			if (r->elements > (size_t) n + 1)
-				return false;
-			for (size_t i = 1; i < r->elements; i++)
-				if (!is_item(r->element[i], n))
-					return false;
-			return true;
-		default:
-			return false;
-	}
-}
 
 typedef enum ReserveResult
 {
@@ -681,42 +463,36 @@ typedef enum ReserveResult
 } ReserveResult;
 
 /*
- * Reserve qtys[i] units of products[i] for the calling transaction, all or
- * nothing.  On RESERVED, left[i] is what each has left; on NOT_ENOUGH,
- * *short_item and *short_left say which one fell short, and nothing changed.
+ * Take qtys[i] units of products[i] for the calling transaction, all or
+ * nothing.  On RESERVED, left[i] is what each has left as far as this
+ * instance knows (its allotment and the pool at its last lease); on
+ * NOT_ENOUGH, *short_item and *short_left say which one fell short, and
+ * nothing changed.
  */
 static ReserveResult
 reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 		int *short_item, int64 *short_left)
 {
+	Oid			gen = fs_stock_generation();
 	bool	   *had_lock;
 	LOCKTAG	   *tags;
-	ProductKeys *keys;
+	FsAllot    *volatile pinned = NULL;
+	Take	  **mine;
 	int			attempts = 0;
-	MemoryContext old;
 
-	/* named once, where the reservations made of them live */
 	ensure_memory();
-	xact_cxt_used = true;
-	old = MemoryContextSwitchTo(xact_cxt);
-	keys = palloc(sizeof(ProductKeys) * n);
-	for (int i = 0; i < n; i++)
-		name_keys(&keys[i], products[i]);
-	MemoryContextSwitchTo(old);
 
 	/* known sold out on this instance: no lock, no transaction id, no Redis */
 	for (int i = 0; i < n; i++)
-		if (fs_soldout_known(keys[i].soldout))
+		if (fs_allot_short_known(gen, products[i], qtys[i], short_left))
 		{
 			*short_item = i;
-			*short_left = 0;
 			return NOT_ENOUGH;
 		}
 
 	had_lock = palloc(sizeof(bool) * n);
 	tags = palloc(sizeof(LOCKTAG) * n);
-	(void) current_txn();
-
+	mine = palloc0(sizeof(Take *) * n);
 	for (int i = 0; i < n; i++)
 	{
 		stock_locktag(&tags[i], products[i]);
@@ -725,114 +501,63 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 
 	for (;;)
 	{
-		int			nsettle = Min(settle_count, FS_MAX_SETTLE);
-		int			argc = 0;
-		const char **argv = palloc(sizeof(char *) * (4 * n + 2 * nsettle + 3));
-		List	   *mine = NIL;
-		FsReply    *r;
-		int64		status;
+		volatile FsTakeResult result = TAKE_OK;
+		volatile int at = 0;
 
 		for (int i = 0; i < n; i++)
 			lock_product(products[i], ShareLock);
 
-		/* recorded before the call: if it fails midway, abort gives back what it took */
-		old = MemoryContextSwitchTo(xact_cxt);
-		for (int i = 0; i < n; i++)
+		PG_TRY();
 		{
-			Reservation *res = palloc(sizeof(Reservation));
-
-			res->product = products[i];
-			res->keys = keys[i];
-			res->qty = qtys[i];
-			res->subid = GetCurrentSubTransactionId();
-			res->uncertain = true;
-			res->sent_before = fs_redis_sent;
-			mine = lappend(mine, res);
-			reservations = lappend(reservations, res);
+			for (at = 0; at < n; at++)
+			{
+				pinned = fs_allot_get(gen, products[at], fs_stock_key);
+				mine[at] = new_take(pinned, products[at], false);
+				result = fs_allot_take(pinned, qtys[at], &left[at]);
+				if (result == TAKE_OK)
+					mine[at]->qty = qtys[at];
+				fs_allot_unpin(pinned);
+				pinned = NULL;
+				if (result != TAKE_OK)
+					break;
+			}
 		}
-		MemoryContextSwitchTo(old);
-
-		/* keys: stock, reservations, reservations to settle */
-		for (int i = 0; i < n; i++)
-			argv[argc++] = ((Reservation *) list_nth(mine, i))->keys.stock;
-		for (int i = 0; i < n; i++)
-			argv[argc++] = ((Reservation *) list_nth(mine, i))->keys.reserved;
-		for (int i = 0; i < nsettle; i++)
-			argv[argc++] = SETTLE(i)->reserved;
-		argv[argc++] = psprintf("%d", n);
-		argv[argc++] = txn_ident;
-		for (int i = 0; i < n; i++)
-			argv[argc++] = psprintf("%lld", (long long) qtys[i]);
-		argv[argc++] = psprintf("%d", nsettle);
-		for (int i = 0; i < nsettle; i++)
-			argv[argc++] = SETTLE(i)->txn;
-
-		r = fs_redis_script(&fs_script_decrement, 2 * n + nsettle, argc, argv, NULL, true);
-
-		/* the settles went along: forget them */
-		settle_head = (settle_head + nsettle) % FS_SETTLE_RING;
-		settle_count -= nsettle;
-
-		if (!decrement_reply_ok(r, n))
+		PG_CATCH();
 		{
-			fs_redis_free(r);
-			ereport(ERROR,
-					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-					 errmsg("unexpected reply from flashsale's Redis script \"decrement\"")));
+			/* the takes made are undone at abort; the entry in hand is unpinned */
+			if (pinned != NULL)
+				fs_allot_unpin(pinned);
+			PG_RE_THROW();
 		}
-		status = r->element[0]->integer;
+		PG_END_TRY();
 
-		if (status == 1)
-		{
-			ListCell   *lc;
-
-			for (int i = 0; i < n; i++)
-				left[i] = r->element[i + 1]->integer;
-			foreach(lc, mine)
-				((Reservation *) lfirst(lc))->uncertain = false;
-			fs_redis_free(r);
+		if (result == TAKE_OK)
 			return RESERVED;
-		}
 
-		/* nothing was taken: forget the records, let go of new locks */
+		/* not all: give back what this call took, let go of new locks */
+		for (int i = 0; i <= at; i++)
 		{
-			ListCell   *lc;
-
-			foreach(lc, reservations)
-				if (list_member_ptr(mine, lfirst(lc)))
-					reservations = foreach_delete_current(reservations, lc);
+			end_take(mine[i], false);
+			takes = list_delete_ptr(takes, mine[i]);
 		}
 		for (int i = 0; i < n; i++)
 			if (!had_lock[i])
 				fs_lock_release_mode(&tags[i], ShareLock);
 
-		if (status == 0)
+		if (result == TAKE_SHORT)
 		{
-			*short_item = (int) r->element[1]->integer - 1;
-			*short_left = r->element[2]->integer;
-			fs_redis_free(r);
-			if (*short_left <= 0)
-				fs_soldout_mark(((Reservation *) list_nth(mine, *short_item))->keys.soldout);
+			*short_item = at;
+			*short_left = left[at];
 			return NOT_ENOUGH;
 		}
 
-		/* Redis does not know some products: load them all and try again */
-		{
-			int			nmissing = (int) r->elements - 1;
-			int		   *missing = palloc(sizeof(int) * nmissing);
-
-			for (int i = 0; i < nmissing; i++)
-				missing[i] = (int) r->element[i + 1]->integer - 1;
-			fs_redis_free(r);
-			if (++attempts > 3)
-				ereport(ERROR,
-						(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-						 errmsg("product %lld keeps disappearing from Redis",
-								(long long) products[missing[0]]),
-						 errhint("Check Redis' maxmemory-policy: stock keys must not be evicted.")));
-			for (int i = 0; i < nmissing; i++)
-				fs_stock_reload(products[missing[i]]);
-		}
+		/* TAKE_REBUILD: Redis' record is not this instance's; rebuild it and try again */
+		if (++attempts > n + 2)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("product %lld keeps disappearing from Redis", (long long) products[at]),
+					 errhint("Check Redis' maxmemory-policy: stock keys must not be evicted.")));
+		fs_stock_rebuild(products[at], false);
 	}
 }
 
@@ -1022,7 +747,7 @@ fs_set_stock(PG_FUNCTION_ARGS)
 	PreventCommandIfReadOnly("flashsale.set_stock()");
 	ensure_memory();
 
-	/* no reservation of it may be in flight while its truth changes */
+	/* no units of it may be in flight while its truth changes */
 	lock_product(product, ExclusiveLock);
 	values[0] = Int64GetDatum(product);
 	values[1] = Int64GetDatum(qty);
@@ -1051,7 +776,7 @@ fs_restore_stock(PG_FUNCTION_ARGS)
 	PreventCommandIfReadOnly("flashsale.restore_stock()");
 	ensure_memory();
 
-	/* share mode, like decrementers: a reload waits until this commits */
+	/* share mode, like decrementers: a rebuild waits until this commits */
 	lock_product(product, ShareLock);
 	/* restores of one product one at a time, each reading the last's commit */
 	fs_locktag(&restores, FS_LOCK_STOCK, product, 1);
@@ -1070,138 +795,133 @@ fs_restore_stock(PG_FUNCTION_ARGS)
 						   (long long) level, (long long) Max(level - left, 0)),
 				 errhint("restore_stock gives back units of committed orders; to raise the stock, use set_stock.")));
 
-	qty = -qty;
-	record_sales(1, &product, &qty);
-	mark_dirty(product);
-	PG_RETURN_INT64(left - qty);
+	{
+		int64		sale = -qty;
+		FsAllot    *a = fs_allot_get(fs_stock_generation(), product, fs_stock_key);
+		Take	   *t;
+
+		/* pinned until the transaction ends: at commit the units join the allotment */
+		PG_TRY();
+		{
+			t = new_take(a, product, true);
+		}
+		PG_CATCH();
+		{
+			fs_allot_unpin(a);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		t->qty = qty;
+		record_sales(1, &product, &sale);
+	}
+	PG_RETURN_INT64(left + qty);
 }
 
 /*
- * What Redis holds of a product, without reloading: {units left or nil,
- * [transaction, units, ...]}.  Free the reply with fs_redis_free.
+ * Pool and allotment of a product, read together.  False when Redis' record
+ * is not this instance's; with rebuild, the pool is rebuilt then and read again.
  */
-FsReply *
-fs_stock_info(int64 product)
+static bool
+read_once(int64 product, FsAllotFigures *f)
 {
-	char	   *stock_key = fs_stock_key(product);
-	const char *argv[] = {stock_key, fs_reserved_key(stock_key)};
-	FsReply    *r = fs_redis_script(&fs_script_info, 2, 2, argv, NULL, true);
-	bool		ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-		(r->element[0]->type == REDIS_REPLY_STRING || r->element[0]->type == REDIS_REPLY_NIL) &&
-		r->element[1]->type == REDIS_REPLY_ARRAY && r->element[1]->elements % 2 == 0;
+	FsAllot    *a = fs_allot_get(fs_stock_generation(), product, fs_stock_key);
+	volatile bool ok = false;
 
-	for (size_t i = 0; ok && i < r->element[1]->elements; i++)
-		ok = r->element[1]->element[i]->type == REDIS_REPLY_STRING;
-	if (!ok)
+	PG_TRY();
 	{
-		fs_redis_free(r);
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("unexpected reply from flashsale's Redis script \"info\""),
-				 errdetail("Redis at %s, product %lld.", fs_redis_address(), (long long) product)));
+		ok = fs_allot_read(a, f);
 	}
-	return r;
+	PG_CATCH();
+	{
+		fs_allot_unpin(a);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	fs_allot_unpin(a);
+	return ok;
 }
 
+bool
+fs_stock_figures(int64 product, FsAllotFigures *f, bool rebuild)
+{
+	if (read_once(product, f))
+		return true;
+	if (!rebuild)
+		return false;
+	fs_stock_rebuild(product, false);
+	if (!read_once(product, f))
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("product %lld disappeared from Redis right after its rebuild",
+						(long long) product)));
+	return true;
+}
+
+/* stock_level(product_id): units left to sell, the pool plus this instance's allotment */
 Datum
 fs_stock_level(PG_FUNCTION_ARGS)
 {
-	int64		product;
+	FsAllotFigures f;
 
 	fs_require_arg(fcinfo, 0, "product_id");
-	product = PG_GETARG_INT64(0);
-	ensure_memory();
-	for (int attempt = 0;; attempt++)
-	{
-		FsReply *r = fs_stock_info(product);
-
-		if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-			r->element[0]->type == REDIS_REPLY_STRING)
-		{
-			int64		left = strtoll(r->element[0]->str, NULL, 10);
-
-			fs_redis_free(r);
-			PG_RETURN_INT64(left);
-		}
-		fs_redis_free(r);
-		if (attempt > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-					 errmsg("product %lld disappeared from Redis right after its reload",
-							(long long) product)));
-		fs_stock_reload(product);
-	}
+	(void) fs_stock_figures(PG_GETARG_INT64(0), &f, true);
+	PG_RETURN_INT64(f.pool + f.available);
 }
 
 /*
- * stock_redis(product_id) -> (redis_left, reserved_in_flight): what Redis
- * holds, without reloading.  Reservations of this instance count only while
- * their transaction is in progress; other instances' count as in flight.
+ * stock_redis(product_id) -> (pool, allotted, available, in_flight): the
+ * pool and the units allotted to instances as Redis records them, and this
+ * instance's allotment, read together; nothing rebuilt (pool is NULL when
+ * Redis does not have it).
  */
 Datum
 fs_stock_redis(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[2];
-	bool		nulls[2] = {false, false};
-	FsReply *r;
-	int64		reserved = 0;
-	char		mine[32];
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+	FsAllotFigures f;
 
 	fs_require_arg(fcinfo, 0, "product_id");
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-
-	snprintf(mine, sizeof(mine), "%llu:", (unsigned long long) GetSystemIdentifier());
-	r = fs_stock_info(PG_GETARG_INT64(0));
-	if (r->element[0]->type == REDIS_REPLY_STRING)
-		values[0] = Int64GetDatum(strtoll(r->element[0]->str, NULL, 10));
-	else
-		nulls[0] = true;
-	for (size_t i = 0; i + 1 < r->element[1]->elements; i += 2)
-	{
-		const char *txn = r->element[1]->element[i]->str;
-		int64		units = strtoll(r->element[1]->element[i + 1]->str, NULL, 10);
-
-		if (strncmp(txn, mine, strlen(mine)) == 0)
-		{
-			FullTransactionId fxid = FullTransactionIdFromU64(strtoull(txn + strlen(mine), NULL, 10));
-
-			if (!TransactionIdIsInProgress(XidFromFullTransactionId(fxid)))
-				continue;
-		}
-		reserved += units;
-	}
-	fs_redis_free(r);
-	values[1] = Int64GetDatum(reserved);
+	(void) fs_stock_figures(PG_GETARG_INT64(0), &f, false);
+	values[0] = Int64GetDatum(f.pool);
+	nulls[0] = !f.pool_known;
+	values[1] = Int64GetDatum(f.allotted);
+	values[2] = Int64GetDatum(f.available);
+	values[3] = Int64GetDatum(f.in_flight);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
 /*
  * reload_stock(product_id): drop what Redis holds of a product, now (not at
- * commit), so that its next use reloads it from the database truth.  Always
- * safe: a reload waits for every transaction with units of it in flight.
+ * commit), so that its next sale rebuilds the pool from the database truth
+ * minus what this instance holds.  Always safe: a rebuild waits for every
+ * transaction with units of it in flight.
  */
 Datum
 fs_reload_stock(PG_FUNCTION_ARGS)
 {
 	int64		product;
-	const char *argv[3];
-	FsReply *r;
+	const char *argv[4];
+	FsReply    *r;
 	bool		had;
 
 	fs_require_arg(fcinfo, 0, "product_id");
 	product = PG_GETARG_INT64(0);
 	argv[0] = "DEL";
 	argv[1] = fs_stock_key(product);
-	argv[2] = fs_reserved_key(argv[1]);
-	r = fs_redis_command(3, argv, NULL, true);
+	argv[2] = psprintf("%s:allot", argv[1]);
+	argv[3] = psprintf("%s:reserved", argv[1]);
+	r = fs_redis_command(4, argv, NULL, true);
 	had = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
 	fs_redis_free(r);
+	fs_allot_invalidate(fs_stock_generation(), product, false);
 	PG_RETURN_BOOL(had);
 }
 
-/* stock_keys(product_id) -> (stock_key, reserved_key): the product's Redis keys here */
+/* stock_keys(product_id) -> (stock_key, allot_key): the product's Redis keys here */
 Datum
 fs_stock_keys(PG_FUNCTION_ARGS)
 {
@@ -1215,7 +935,7 @@ fs_stock_keys(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 	stock_key = fs_stock_key(PG_GETARG_INT64(0));
 	values[0] = CStringGetTextDatum(stock_key);
-	values[1] = CStringGetTextDatum(fs_reserved_key(stock_key));
+	values[1] = CStringGetTextDatum(psprintf("%s:allot", stock_key));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
@@ -1248,4 +968,33 @@ fs_stock_forget(PG_FUNCTION_ARGS)
 	lock_product(product, ExclusiveLock);
 	mark_dirty(product);
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * allotments() -> setof (product_id, available, in_flight, batch, last_used,
+ * stale): this instance's allotments of this database's products.
+ */
+Datum
+fs_allotments(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	FsAllotRow *rows;
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	rows = fs_allot_list(fs_stock_generation(), &n);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+
+		values[0] = Int64GetDatum(rows[i].product);
+		values[1] = Int64GetDatum(rows[i].available);
+		values[2] = Int64GetDatum(rows[i].in_flight);
+		values[3] = Int64GetDatum(rows[i].batch);
+		values[4] = TimestampTzGetDatum(rows[i].last_used);
+		values[5] = BoolGetDatum(rows[i].stale);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

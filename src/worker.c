@@ -113,7 +113,7 @@ add_counts(FsSyncCounts *to, const FsSyncCounts *c)
 {
 	to->products += c->products;
 	to->reloaded += c->reloaded;
-	to->settled += c->settled;
+	to->allotments_returned += c->allotments_returned;
 	to->units_returned += c->units_returned;
 	to->drift_fixed += c->drift_fixed;
 	to->ledger_rows_folded += c->ledger_rows_folded;
@@ -219,6 +219,7 @@ fs_worker_main(Datum arg)
 	bool		logged_outage = false;
 	long		backoff_ms = 0;
 	TimestampTz next_pass = 0;
+	TimestampTz next_idle = 0;
 	bool		sync_requested = false;
 	MemoryContext loop_cxt;
 
@@ -270,10 +271,25 @@ fs_worker_main(Datum arg)
 			MemoryContextSwitchTo(loop_cxt);
 		}
 
+		/* between passes too: idle allotments back to the pool (shared memory and Redis only) */
+		if (GetCurrentTimestamp() >= next_idle)
+		{
+			int64		units;
+			int64		returned = fs_allot_return_idle(&units);
+
+			SpinLockAcquire(&state->mutex);
+			state->total.allotments_returned += returned;
+			state->total.units_returned += units;
+			SpinLockRelease(&state->mutex);
+			next_idle = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													Max(fs_allotment_idle_ms / 2, 100));
+		}
+
 		/* the watchdog: renew the leases of Redis locks held by live backends */
 		renew_ms = fs_redis_locks_renew();
 
 		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_pass);
+		wait_ms = Min(wait_ms, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_idle));
 		if (renew_ms >= 0)
 			wait_ms = Min(wait_ms, renew_ms);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -357,7 +373,7 @@ fs_worker_status(PG_FUNCTION_ARGS)
 	TS(s.last_end);
 	v[k++] = Int64GetDatum(s.passes);
 	v[k++] = Int64GetDatum(s.last.products);
-	v[k++] = Int64GetDatum(s.total.settled);
+	v[k++] = Int64GetDatum(s.total.allotments_returned);
 	v[k++] = Int64GetDatum(s.total.units_returned);
 	v[k++] = Int64GetDatum(s.total.drift_fixed);
 	v[k++] = Int64GetDatum(s.total.reloaded);

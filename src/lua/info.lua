@@ -1,4 +1,4 @@
--- Units left and the reservations of one product.
--- KEYS[1] stock key, KEYS[2] reservation hash
--- Returns {left or false, {transaction, units, ...}}
+-- What Redis holds of one product: the pool and the allotment hash.
+-- KEYS[1] pool, KEYS[2] the allotment hash
+-- Returns {pool or false, {field, value, ...}}
 return {redis.call('GET', KEYS[1]), redis.call('HGETALL', KEYS[2])}
