@@ -29,25 +29,76 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "miscadmin.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
 /*
  * The pg_class row of flashsale.<name>, from the syscache: its owner and
  * relfilenode.  Always current: a dropped and re-created extension is seen
- * at once (its schema may survive DROP EXTENSION, its tables do not).
+ * at once (its schema may survive DROP EXTENSION, its tables do not).  The
+ * answers are kept per backend until any pg_class or pg_namespace row
+ * changes (the same invalidations the syscache itself obeys): the sale
+ * asks three times per call.
  */
+#define FS_TABLE_ROWS 4
+
+typedef struct TableRow
+{
+	const char *name;			/* a string constant of the caller's */
+	Oid			owner;
+	Oid			filenode;
+} TableRow;
+
+static TableRow rows[FS_TABLE_ROWS];
+static bool callbacks = false;
+
+static void
+forget_rows(Datum arg, int cacheid, uint32 hashvalue)
+{
+	memset(rows, 0, sizeof(rows));
+}
+
 void
 fs_extension_table(const char *name, Oid *owner, Oid *filenode)
 {
-	Oid			relid = get_relname_relid(name, get_namespace_oid("flashsale", false));
-	HeapTuple	tup = OidIsValid(relid) ? SearchSysCache1(RELOID, ObjectIdGetDatum(relid)) : NULL;
+	Oid			relid;
+	HeapTuple	tup;
+	int			slot = -1;
 
+	for (int i = 0; i < FS_TABLE_ROWS; i++)
+	{
+		if (rows[i].name != NULL && strcmp(rows[i].name, name) == 0)
+		{
+			if (owner)
+				*owner = rows[i].owner;
+			if (filenode)
+				*filenode = rows[i].filenode;
+			return;
+		}
+		if (slot < 0 && rows[i].name == NULL)
+			slot = i;
+	}
+	if (!callbacks)
+	{
+		CacheRegisterSyscacheCallback(RELOID, forget_rows, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, forget_rows, (Datum) 0);
+		callbacks = true;
+	}
+
+	relid = get_relname_relid(name, get_namespace_oid("flashsale", false));
+	tup = OidIsValid(relid) ? SearchSysCache1(RELOID, ObjectIdGetDatum(relid)) : NULL;
 	if (!HeapTupleIsValid(tup))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"flashsale.%s\" does not exist", name),
 				 errhint("Run ALTER EXTENSION flashsale UPDATE, or recreate the extension.")));
+	if (slot >= 0)
+	{
+		rows[slot].name = name;
+		rows[slot].owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+		rows[slot].filenode = ((Form_pg_class) GETSTRUCT(tup))->relfilenode;
+	}
 	if (owner)
 		*owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	if (filenode)

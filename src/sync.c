@@ -4,24 +4,22 @@
  *
  *   1. idle allotments (every database's) go back to the pool, and empty
  *      idle entries are forgotten (allot.c);
- *   2. for every product sold from here since the last pass, or whose
+ *   2. fold the committed ledger rows into flashsale.stock.quantity, so the
+ *      table shows the truth and the ledger does not grow without bound
+ *      (the truth, quantity minus ledger, is unchanged by this);
+ *   3. for every product sold from here since the last pass, or whose
  *      allotment is stale: check Redis against the database.  The pool plus
  *      this instance's allotment must equal the database truth (quantity
  *      minus ledger); when Redis lost the product, holds another
  *      incarnation's record, or disagrees, the database wins: the pool is
- *      rebuilt, and a disagreement is logged and counted as drift;
- *   3. fold the committed ledger rows into flashsale.stock.quantity, so the
- *      table shows the truth and the ledger does not grow without bound
- *      (the truth, quantity minus ledger, is unchanged by this).
+ *      rebuilt, and a disagreement is logged and counted as drift.
  * Products nobody bought since the last pass cost no Redis call: a product
  * Redis lost meanwhile is rebuilt by its next sale.
- * The pass never waits for a sale.  Step 2 needs the product's lock held
+ * The pass never waits for a sale.  Step 3 needs the product's lock held
  * exclusively (no units of it in flight), and the pass only tries it:
  * queued behind one long transaction holding a unit, an exclusive request
  * would stop every buyer behind it.  When the lock is busy the product is
- * counted "busy", only folded (a fold leaves the truth unchanged and waits
- * for nobody: rows of transactions in progress are not visible to it), and
- * checked at a quieter pass.
+ * counted "busy" and checked at a quieter pass.
  * Each product runs in a subtransaction: a database error in one is counted
  * and the pass goes on.  A Redis error ends the pass (class 08).
  */
@@ -49,65 +47,60 @@ static FsQuery q_products = {
 };
 
 /* (every name qualified: these run as the extension's owner, see spi.c) */
+/*
+ * Fold the committed ledger into the stock rows, every product in one
+ * statement: the ledger has no index (the sale's hot path pays for none),
+ * and one scan of it is the plan that fits.  Rows of transactions in
+ * progress are not visible to it: it waits for nobody.  Rows of products
+ * whose stock row is gone are dropped (set_stock counts the ledger in,
+ * should the product come back).
+ */
 static FsQuery q_fold = {
-	"WITH d AS (DELETE FROM flashsale.stock_ledger WHERE product_id OPERATOR(pg_catalog.=) $1"
-	"           RETURNING quantity)"
-	" UPDATE flashsale.stock"
-	"    SET quantity = quantity OPERATOR(pg_catalog.-)"
-	"                   (SELECT coalesce(pg_catalog.sum(quantity), 0) FROM d),"
-	"        updated_at = pg_catalog.now()"
-	"  WHERE product_id OPERATOR(pg_catalog.=) $1"
-	" RETURNING (SELECT pg_catalog.count(*) FROM d)",
-	1, {INT8OID}
+	"WITH d AS (DELETE FROM flashsale.stock_ledger RETURNING product_id, quantity),"
+	"     s AS (SELECT product_id, pg_catalog.sum(quantity) AS sold, pg_catalog.count(*) AS n"
+	"           FROM d GROUP BY product_id),"
+	"     u AS (UPDATE flashsale.stock t"
+	"              SET quantity = t.quantity OPERATOR(pg_catalog.-) s.sold,"
+	"                  updated_at = pg_catalog.now()"
+	"             FROM s WHERE t.product_id OPERATOR(pg_catalog.=) s.product_id"
+	"           RETURNING s.n)"
+	" SELECT coalesce((SELECT pg_catalog.sum(n) FROM u), 0)::pg_catalog.int8",
+	0
 };
 
+/* Check a product sold from here against the database, when nobody has units of it in flight. */
 static void
 sync_product(int64 product, FsSyncCounts *c)
 {
 	LOCKTAG		tag;
-	Datum		value = Int64GetDatum(product);
-	Oid			gen = fs_stock_generation();
-	bool		stale;
-	bool		found;
+	FsAllotFigures f;
+	int64		truth;
+	bool		mine;
 
-	/* 2. check what was sold from here, when nobody has units of it in flight */
-	if (fs_allot_check_active(gen, product, &stale) || stale)
+	c->products++;
+	fs_locktag(&tag, FS_LOCK_STOCK, product, 0);
+	if (!fs_lock_try_mode(&tag, ExclusiveLock))
 	{
-		fs_locktag(&tag, FS_LOCK_STOCK, product, 0);
-		if (!fs_lock_try_mode(&tag, ExclusiveLock))
-			c->busy++;
+		c->busy++;
+		return;
+	}
+	mine = fs_stock_figures(product, &f, false);
+	if (fs_stock_truth(product, &truth) && (!mine || f.pool + f.available + f.in_flight != truth))
+	{
+		fs_stock_rebuild(product, true);
+		if (!mine)
+			c->reloaded++;
 		else
 		{
-			FsAllotFigures f;
-			int64		truth;
-			bool		mine = fs_stock_figures(product, &f, false);
-
-			if (fs_stock_truth(product, &truth) &&
-				(!mine || f.pool + f.available + f.in_flight != truth))
-			{
-				fs_stock_rebuild(product, true);
-				if (mine)
-				{
-					c->drift_fixed++;
-					ereport(LOG,
-							(errmsg("flashsale: product %lld had %lld units in the pool and %lld allotted here, the database says %lld; pool set to %lld",
-									(long long) product, (long long) f.pool,
-									(long long) (f.available + f.in_flight), (long long) truth,
-									(long long) (truth - f.available - f.in_flight))));
-				}
-				else
-					c->reloaded++;
-			}
-			fs_lock_release_mode(&tag, ExclusiveLock);
+			c->drift_fixed++;
+			ereport(LOG,
+					(errmsg("flashsale: product %lld had %lld units in the pool and %lld allotted here, the database says %lld; pool set to %lld",
+							(long long) product, (long long) f.pool,
+							(long long) (f.available + f.in_flight), (long long) truth,
+							(long long) (truth - f.available - f.in_flight))));
 		}
 	}
-
-	/* 3. fold the committed ledger into the table */
-	fs_spi_connect();
-	if (fs_spi_run(&q_fold, &value, NULL, false) > 0)
-		c->ledger_rows_folded += DatumGetInt64(fs_spi_get(0, 1, &found));
-	fs_spi_finish();
-	c->products++;
+	fs_lock_release_mode(&tag, ExclusiveLock);
 }
 
 typedef struct SyncArg
@@ -143,6 +136,16 @@ fs_sync_all(FsSyncCounts *c)
 	/* 1. idle allotments back to the pool */
 	c->allotments_returned = fs_allot_return_idle(&c->units_returned);
 
+	/* 2. fold the committed ledger into the table (before the checks: they sum what is left) */
+	fs_spi_connect();
+	if (fs_spi_run(&q_fold, NULL, NULL, false) > 0)
+	{
+		bool		isnull;
+
+		c->ledger_rows_folded = DatumGetInt64(fs_spi_get(0, 1, &isnull));
+	}
+	fs_spi_finish();
+
 	fs_spi_connect();
 	n = fs_spi_run(&q_products, NULL, NULL, true);
 	products = MemoryContextAlloc(cxt, sizeof(int64) * (n + 1));
@@ -157,7 +160,16 @@ fs_sync_all(FsSyncCounts *c)
 	for (uint64 i = 0; i < n; i++)
 	{
 		SyncArg		a = {products[i], c};
-		ErrorData  *edata = fs_try_subxact(sync_product_cb, &a);
+		ErrorData  *edata;
+		bool		stale;
+
+		/* 3. only what was sold from here since the last pass, or is stale */
+		if (!fs_allot_check_active(fs_stock_generation(), products[i], &stale) && !stale)
+		{
+			c->products++;
+			continue;
+		}
+		edata = fs_try_subxact(sync_product_cb, &a);
 
 		if (edata == NULL)
 			continue;

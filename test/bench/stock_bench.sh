@@ -125,4 +125,4 @@ latency() { # name
 latency ceiling
 latency flashsale
 
-fs_psql "$port" "SELECT 'flashsale product 1: db_left ' || db_left || ', redis_left ' || redis_left || ', in flight ' || reserved_in_flight FROM flashsale.stock_status WHERE product_id = 1"
+fs_psql "$port" "SELECT 'flashsale product 1: db_left ' || db_left || ', left ' || \"left\" || ' (pool ' || pool || ', allotment ' || available || '), in flight ' || in_flight FROM flashsale.stock_status WHERE product_id = 1"
