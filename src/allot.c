@@ -18,7 +18,8 @@
  * Redis per product: the pool (the stock key) and a hash beside it (the
  * stock key + ":allot") naming each instance that holds an allotment:
  *   e:<system identifier>  the epoch of the instance's shared memory
- *   s:<system identifier>  a sequence number, bumped by every change it makes
+ *   s:<system identifier>  a sequence number, new at every change it makes
+ *                          (never the same twice in one epoch)
  *   h:<system identifier>  the units it held at its last call
  * Every script this instance runs on a product checks epoch and sequence
  * against shared memory: a crash restart (a new epoch), a FLUSHALL, a Redis
@@ -60,6 +61,7 @@
 #include <hiredis/hiredis.h>
 
 #include "common/hashfn.h"
+#include "port/atomics.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/condition_variable.h"
@@ -110,6 +112,7 @@ typedef struct AllotShared
 {
 	LWLock	   *lock;			/* the hash table: shared to find, exclusive to add/remove */
 	uint64		epoch;			/* this shared memory's incarnation */
+	pg_atomic_uint64 next_seq;	/* sequence numbers: never one twice in an epoch */
 } AllotShared;
 
 static AllotShared *shared = NULL;
@@ -139,6 +142,7 @@ fs_allot_shmem_init(void)
 		/* new at every start and crash restart: what Redis holds of an older one is stale */
 		if (!pg_strong_random(&shared->epoch, sizeof(shared->epoch)))
 			shared->epoch = (uint64) GetCurrentTimestamp();
+		pg_atomic_init_u64(&shared->next_seq, 1);
 	}
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(AllotKey);
@@ -399,6 +403,18 @@ i8(int64 v)
 	return psprintf("%lld", (long long) v);
 }
 
+/*
+ * A sequence number never used before in this epoch, for any product: a
+ * Redis restored from an older snapshot can never hold the record this
+ * instance expects, even across rebuilds (which start a product's record
+ * afresh).
+ */
+static int64
+new_seq(void)
+{
+	return (int64) pg_atomic_fetch_add_u64(&shared->next_seq, 1);
+}
+
 /* The first five arguments of lease and giveback: the keys, and the record they check. */
 static void
 record_args(FsAllot *a, const char **argv)
@@ -446,12 +462,13 @@ unexpected(const char *script)
 static LeaseResult
 lease(FsAllot *a, int64 need, int64 want, bool throw)
 {
-	const char *argv[8];
+	const char *argv[9];
 	FsReply    *r;
 	uint64		sent_before = fs_redis_sent;
 	int64		held,
 				granted,
-				pool;
+				pool,
+				seq = new_seq();
 	TimestampTz now;
 
 	SpinLockAcquire(&a->mutex);
@@ -462,10 +479,11 @@ lease(FsAllot *a, int64 need, int64 want, bool throw)
 	argv[5] = i8(Max(need, 1));
 	argv[6] = i8(Max(want, need));
 	argv[7] = i8(held);
+	argv[8] = i8(seq);
 
 	PG_TRY();
 	{
-		r = fs_redis_script(&fs_script_lease, 2, 8, argv, NULL, throw);
+		r = fs_redis_script(&fs_script_lease, 2, 9, argv, NULL, throw);
 	}
 	PG_CATCH();
 	{
@@ -507,7 +525,7 @@ lease(FsAllot *a, int64 need, int64 want, bool throw)
 	if (granted > 0)
 	{
 		a->avail += granted;
-		a->seq++;
+		a->seq = seq;
 		if (a->last_lease != 0 && now - a->last_lease < FS_FAST_MS * INT64CONST(1000))
 			a->batch = Min(a->batch * 2, (int64) fs_allotment_max);
 		else if (a->last_lease == 0 || now - a->last_lease > FS_SLOW_MS * INT64CONST(1000))
@@ -541,14 +559,15 @@ lease_then_release(FsAllot *a, int64 need, int64 want, bool throw)
 
 /*
  * Take qty units for the calling transaction (the entry pinned by the
- * caller), leasing from the pool when too few are available.  TAKE_SHORT:
+ * caller), leasing from the pool when too few are available.  *record (the
+ * transaction's record of them) is set the moment they are taken.  TAKE_SHORT:
  * not enough in all, *left says how many there are.  TAKE_REBUILD: the
  * entry is stale and too few units are available: the caller rebuilds the
  * pool (fs_allot_rebuild) and tries again.  Redis errors are thrown
  * (class 08) only when a lease was needed.
  */
 FsTakeResult
-fs_allot_take(FsAllot *a, int64 qty, int64 *left)
+fs_allot_take(FsAllot *a, int64 qty, int64 *left, int64 *record)
 {
 	for (int attempt = 0;; attempt++)
 	{
@@ -564,6 +583,8 @@ fs_allot_take(FsAllot *a, int64 qty, int64 *left)
 		{
 			a->avail -= qty;
 			a->taken += qty;
+			/* in the caller's record before anything can throw: an abort gives them back */
+			*record = qty;
 			a->active = true;
 			*left = a->avail + a->pool_seen;
 			/* fewer than half a batch left: top it up now, ahead of need */
@@ -670,7 +691,8 @@ fs_allot_rebuild(FsAllot *a, int64 truth, const char *old_key)
 	FsReply    *r;
 	int64		pool,
 				avail,
-				taken;
+				taken,
+				seq;
 
 	acquire_busy(a);
 	PG_TRY();
@@ -692,13 +714,14 @@ fs_allot_rebuild(FsAllot *a, int64 truth, const char *old_key)
 		argv[4] = epoch();
 		argv[5] = i8(pool);
 		argv[6] = i8(avail + taken);
-		r = fs_redis_script(&fs_script_rebuild, 3, 7, argv, NULL, true);
+		argv[7] = i8(seq = new_seq());
+		r = fs_redis_script(&fs_script_rebuild, 3, 8, argv, NULL, true);
 		if (r->type != REDIS_REPLY_INTEGER || r->integer != 1)
 			unexpected("rebuild");
 		fs_redis_free(r);
 		SpinLockAcquire(&a->mutex);
 		a->stale = false;
-		a->seq = 1;
+		a->seq = seq;
 		a->pool_seen = pool;
 		a->seen_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), FS_SEEN_MS);
 		SpinLockRelease(&a->mutex);
@@ -801,36 +824,41 @@ fs_allot_read(FsAllot *a, FsAllotFigures *f)
 /* ---- the sync pass: idle allotments back to the pool, empty entries forgotten ---- */
 
 /*
- * Has the entry been sold from since the last call?  (Clears the mark.)
+ * Is the product due a check against the database?  When it was sold from
+ * since its last check and has been idle for flashsale.allotment_idle since
+ * (a hot product is checked once it quiets down: its Redis record is checked
+ * at every lease meanwhile), or when its entry is stale.  Clears the mark.
  */
 bool
-fs_allot_check_active(Oid gen, int64 product, bool *stale)
+fs_allot_check_due(Oid gen, int64 product)
 {
 	FsAllot    *a = find_locked(gen, product);
-	bool		active = false;
+	bool		due = false;
 
-	*stale = false;
 	if (a)
 	{
+		TimestampTz cutoff = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), -fs_allotment_idle_ms);
+
 		SpinLockAcquire(&a->mutex);
-		active = a->active;
-		*stale = a->stale;
-		a->active = false;
+		due = a->stale || (a->active && a->last_used <= cutoff);
+		if (due)
+			a->active = false;
 		SpinLockRelease(&a->mutex);
 	}
 	if (table != NULL)
 		LWLockRelease(shared->lock);
-	return active;
+	return due;
 }
 
 /* Give an idle allotment back to the pool (busy held); true when it went. */
 static bool
 give_back(FsAllot *a)
 {
-	const char *argv[7];
+	const char *argv[8];
 	FsReply    *r;
 	int64		units,
-				held;
+				held,
+				seq = new_seq();
 	uint64		sent_before = fs_redis_sent;
 
 	SpinLockAcquire(&a->mutex);
@@ -842,12 +870,13 @@ give_back(FsAllot *a)
 	record_args(a, argv);
 	argv[5] = i8(units);
 	argv[6] = i8(held);
-	r = fs_redis_script(&fs_script_giveback, 2, 7, argv, NULL, false);
+	argv[7] = i8(seq);
+	r = fs_redis_script(&fs_script_giveback, 2, 8, argv, NULL, false);
 	if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
 	{
 		fs_redis_free(r);
 		SpinLockAcquire(&a->mutex);
-		a->seq++;
+		a->seq = seq;
 		a->pool_seen += units;
 		SpinLockRelease(&a->mutex);
 		return true;
@@ -948,8 +977,13 @@ fs_allot_return_idle(int64 *units)
 		a = lfirst(lc);
 		SpinLockAcquire(&a->mutex);
 		avail = a->avail;
-		go = a->last_used <= cutoff && a->taken == 0 && avail > 0 && !a->stale &&
-			try_busy_locked(a);
+		if (a->last_used <= cutoff && a->taken == 0 && avail > 0 && !a->stale)
+			go = try_busy_locked(a);	/* releases the mutex */
+		else
+		{
+			go = false;
+			SpinLockRelease(&a->mutex);
+		}
 		if (go && give_back_then_release(a))
 		{
 			returned++;

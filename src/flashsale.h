@@ -74,13 +74,13 @@ extern bool fs_allot_available(void);
 extern FsAllot *fs_allot_get(Oid gen, int64 product, char *(*pool_key) (int64 product));
 extern void fs_allot_unpin(FsAllot *a);
 extern bool fs_allot_short_known(Oid gen, int64 product, int64 qty, int64 *left);
-extern FsTakeResult fs_allot_take(FsAllot *a, int64 qty, int64 *left);
+extern FsTakeResult fs_allot_take(FsAllot *a, int64 qty, int64 *left, int64 *record);
 extern void fs_allot_end_take(FsAllot *a, int64 qty, bool committed);
 extern void fs_allot_add(FsAllot *a, int64 qty);
 extern void fs_allot_invalidate(Oid gen, int64 product, bool drop_units);
 extern void fs_allot_rebuild(FsAllot *a, int64 truth, const char *old_key);
 extern bool fs_allot_read(FsAllot *a, FsAllotFigures *f);
-extern bool fs_allot_check_active(Oid gen, int64 product, bool *stale);
+extern bool fs_allot_check_due(Oid gen, int64 product);
 extern int64 fs_allot_return_idle(int64 *units);
 extern FsAllotRow *fs_allot_list(Oid gen, int *n);
 

@@ -513,9 +513,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 			{
 				pinned = fs_allot_get(gen, products[at], fs_stock_key);
 				mine[at] = new_take(pinned, products[at], false);
-				result = fs_allot_take(pinned, qtys[at], &left[at]);
-				if (result == TAKE_OK)
-					mine[at]->qty = qtys[at];
+				result = fs_allot_take(pinned, qtys[at], &left[at], &mine[at]->qty);
 				fs_allot_unpin(pinned);
 				pinned = NULL;
 				if (result != TAKE_OK)
@@ -747,12 +745,17 @@ fs_set_stock(PG_FUNCTION_ARGS)
 	PreventCommandIfReadOnly("flashsale.set_stock()");
 	ensure_memory();
 
-	/* no units of it may be in flight while its truth changes */
-	lock_product(product, ExclusiveLock);
 	values[0] = Int64GetDatum(product);
 	values[1] = Int64GetDatum(qty);
+	/*
+	 * The row first (a sync pass that folded the ledger into it holds it
+	 * until the pass commits), then the product's lock, exclusively: no units
+	 * of it may be in flight while its truth changes.  In the other order,
+	 * every buyer would queue behind set_stock while it waits for the pass.
+	 */
 	fs_spi_connect();
 	fs_spi_run(&q_lock_row, values, NULL, false);
+	lock_product(product, ExclusiveLock);
 	fs_spi_run(&q_set, values, NULL, false);
 	fs_spi_finish();
 	mark_dirty(product);

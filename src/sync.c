@@ -7,21 +7,27 @@
  *   2. fold the committed ledger rows into flashsale.stock.quantity, so the
  *      table shows the truth and the ledger does not grow without bound
  *      (the truth, quantity minus ledger, is unchanged by this);
- *   3. for every product sold from here since the last pass, or whose
- *      allotment is stale: check Redis against the database.  The pool plus
+ *   3. for every product sold from here since its last check and idle for
+ *      flashsale.allotment_idle since (a hot product's Redis record is
+ *      checked at every lease meanwhile), or whose allotment is stale: check
+ *      Redis against the database.  The pool plus
  *      this instance's allotment must equal the database truth (quantity
  *      minus ledger); when Redis lost the product, holds another
  *      incarnation's record, or disagrees, the database wins: the pool is
  *      rebuilt, and a disagreement is logged and counted as drift.
- * Products nobody bought since the last pass cost no Redis call: a product
- * Redis lost meanwhile is rebuilt by its next sale.
+ * Products nobody bought since their last check cost no Redis call: a
+ * product Redis lost meanwhile is rebuilt by its next sale.  The fold comes
+ * first, so that a product's truth sums a short ledger; set_stock takes the
+ * product's row before its lock, so that waiting for a pass that folded it
+ * stops no buyer.
  * The pass never waits for a sale.  Step 3 needs the product's lock held
  * exclusively (no units of it in flight), and the pass only tries it:
  * queued behind one long transaction holding a unit, an exclusive request
  * would stop every buyer behind it.  When the lock is busy the product is
  * counted "busy" and checked at a quieter pass.
  * Each product runs in a subtransaction: a database error in one is counted
- * and the pass goes on.  A Redis error ends the pass (class 08).
+ * and the pass goes on.  A Redis error ends the pass (class 08); the pass
+ * starts with a PING, so that one with nothing to ask Redis still notices.
  */
 #include "flashsale.h"
 
@@ -133,6 +139,13 @@ fs_sync_all(FsSyncCounts *c)
 				 errmsg("cannot sync stock in a transaction that holds units of stock"),
 				 errhint("Call flashsale.sync_stock() in a transaction of its own.")));
 
+	/* Redis answers (a pass that needs no other call still notices an outage) */
+	{
+		const char *ping[] = {"PING"};
+
+		fs_redis_free(fs_redis_command(1, ping, NULL, true));
+	}
+
 	/* 1. idle allotments back to the pool */
 	c->allotments_returned = fs_allot_return_idle(&c->units_returned);
 
@@ -161,10 +174,9 @@ fs_sync_all(FsSyncCounts *c)
 	{
 		SyncArg		a = {products[i], c};
 		ErrorData  *edata;
-		bool		stale;
 
-		/* 3. only what was sold from here since the last pass, or is stale */
-		if (!fs_allot_check_active(fs_stock_generation(), products[i], &stale) && !stale)
+		/* 3. only what was sold from here since its last check and is idle now, or is stale */
+		if (!fs_allot_check_due(fs_stock_generation(), products[i]))
 		{
 			c->products++;
 			continue;

@@ -4,9 +4,11 @@
 # savepoints and all-or-nothing multi-item orders mixed in, and Redis flushed
 # (FLUSHALL) twice while units are still being sold.
 # Exact invariants afterwards, per product: orders + units left == initial,
-# with units left read three ways (stock_level, db_left, redis_left) that must
-# agree; nothing reserved in flight; the ledger equals the orders, per
-# transaction; and the stock sold out.
+# with units left read three ways (stock_level, db_left, the view's left =
+# pool + allotment) that must agree; nothing in flight; the ledger equals the
+# orders, per transaction; and the stock sold out.  The flushes happen with
+# allotments out: the pool is rebuilt from the database minus what the
+# instance holds.
 source "$(dirname "$0")/../../scripts/lib.sh"
 
 CLIENTS=${CLIENTS:-64}
@@ -86,7 +88,7 @@ fs_as_pg pgbench -n -h 127.0.0.1 -p "$port" -U postgres -c "$CLIENTS" -j 2 -t "$
 bench=$!
 
 # Flush Redis while product 1 is being sold: once when 60 % of it is left,
-# once when 20 % is (the keys come back from the database truth).
+# once when 20 % is (the pool comes back from the database truth).
 flushes=0
 key1=$(fs_psql "$port" "SELECT stock_key FROM flashsale.stock_keys(1)")
 for threshold in $((STOCK1 * 6 / 10)) $((STOCK1 * 2 / 10)); do
@@ -119,16 +121,16 @@ fs_check "FLUSHALLs while selling" "$flushes" 2
 invariants() { # product initial
     local p=$1 initial=$2 ordered level db redis inflight ledger
     ordered=$(fs_psql "$port" "SELECT coalesce(sum(qty), 0) FROM orders WHERE product_id = $p")
-    # stock_level first: it reloads the key if Redis lost it; the view does not
+    # stock_level first: it rebuilds the pool if Redis lost it; the view does not
     level=$(fs_psql "$port" "SELECT flashsale.stock_level($p)")
     IFS='|' read -r db redis inflight <<< "$(fs_psql "$port" "
-        SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = $p")"
+        SELECT db_left, "left", in_flight FROM flashsale.stock_status WHERE product_id = $p")"
     ledger=$(fs_psql "$port" "SELECT coalesce(sum(quantity), 0) FROM flashsale.stock_ledger WHERE product_id = $p")
     echo "   product $p: initial $initial, ordered $ordered, left $level"
     fs_check "product $p orders + stock_level" "$((ordered + level))" "$initial"
     fs_check "product $p db_left" "$db" "$level"
-    fs_check "product $p redis_left" "$redis" "$level"
-    fs_check "product $p reserved_in_flight" "$inflight" 0
+    fs_check "product $p left (pool + allotment)" "$redis" "$level"
+    fs_check "product $p in_flight" "$inflight" 0
     fs_check "product $p ledger sum" "$ledger" "$ordered"
     fs_check "product $p sold out (left)" "$level" 0
 }
