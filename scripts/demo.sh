@@ -89,14 +89,17 @@ tps=$(awk '/^tps/ {printf "%.0f", $3}' "$dir/stock.out")
 
 echo
 echo "flash-sale report (product 1)"
+# (stock_level first: it rebuilds the pool if Redis lost it, the view only reads)
+fs_psql "$port" "SELECT flashsale.stock_level(1)" >/dev/null
 fs_psql "$port" "
 SELECT format('  %-24s %s', 'orders attempted', count(*)) FROM public.buy
 UNION ALL SELECT format('  %-24s %s', 'orders placed', count(*)) FROM public.orders
 UNION ALL SELECT format('  %-24s %s', 'sold_out answers', count(*)) FROM public.buy WHERE outcome = 'sold_out'
 UNION ALL SELECT format('  %-24s %s', 'abandoned (rolled back)', $CLIENTS * $PER_CLIENT - count(*))
           FROM public.buy
-UNION ALL SELECT format('  %-24s %s (db %s, in flight %s)', 'units left (Redis)', redis_left, db_left,
-                        reserved_in_flight) FROM flashsale.stock_status WHERE product_id = 1
+UNION ALL SELECT format('  %-24s %s (pool in Redis %s + allotment %s; db %s, in flight %s)', 'units left',
+                        \"left\", pool, available, db_left, in_flight)
+          FROM flashsale.stock_status WHERE product_id = 1
 UNION ALL SELECT format('  %-24s %s', 'orders + left - initial',
                         (SELECT count(*) FROM public.orders) + flashsale.stock_level(1) - $STOCK)
 UNION ALL SELECT format('  %-24s %s', 'ledger units = orders',
@@ -114,7 +117,7 @@ echo
 echo "background worker (after a pass woken by flashsale.sync_now())"
 fs_psql "$port" "
 SELECT format('  %-24s %s', 'passes', passes) FROM flashsale.worker_status
-UNION ALL SELECT format('  %-24s %s', 'reservations settled', reservations_settled) FROM flashsale.worker_status
+UNION ALL SELECT format('  %-24s %s', 'allotments returned', allotments_returned) FROM flashsale.worker_status
 UNION ALL SELECT format('  %-24s %s', 'units returned', units_returned) FROM flashsale.worker_status
 UNION ALL SELECT format('  %-24s %s', 'products reloaded', products_reloaded) FROM flashsale.worker_status
 UNION ALL SELECT format('  %-24s %s', 'drift fixed', drift_fixed) FROM flashsale.worker_status

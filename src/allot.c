@@ -678,6 +678,18 @@ fs_allot_invalidate(Oid gen, int64 product, bool drop_units)
 		LWLockRelease(shared->lock);
 }
 
+/* Does the entry wait for a rebuild? */
+bool
+fs_allot_stale(FsAllot *a)
+{
+	bool		stale;
+
+	SpinLockAcquire(&a->mutex);
+	stale = a->stale;
+	SpinLockRelease(&a->mutex);
+	return stale;
+}
+
 /*
  * Rebuild the pool from the database truth: pool = truth - available (the
  * caller holds the product's lock exclusively, so only its own transaction

@@ -34,7 +34,7 @@ extern char *fs_stock_key(int64 product);
 extern Oid	fs_stock_generation(void);
 extern bool fs_stock_truth(int64 product, int64 *truth);
 extern bool fs_stock_has_takes(void);
-extern void fs_stock_rebuild(int64 product, bool locked);
+extern void fs_stock_rebuild(int64 product, bool locked, bool force);
 struct FsAllotFigures;
 extern bool fs_stock_figures(int64 product, struct FsAllotFigures *f, bool rebuild);
 #define FS_MAX_STOCK INT64CONST(9007199254740991)
@@ -78,6 +78,7 @@ extern FsTakeResult fs_allot_take(FsAllot *a, int64 qty, int64 *left, int64 *rec
 extern void fs_allot_end_take(FsAllot *a, int64 qty, bool committed);
 extern void fs_allot_add(FsAllot *a, int64 qty);
 extern void fs_allot_invalidate(Oid gen, int64 product, bool drop_units);
+extern bool fs_allot_stale(FsAllot *a);
 extern void fs_allot_rebuild(FsAllot *a, int64 truth, const char *old_key);
 extern bool fs_allot_read(FsAllot *a, FsAllotFigures *f);
 extern bool fs_allot_check_due(Oid gen, int64 product);

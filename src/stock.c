@@ -410,9 +410,12 @@ fs_stock_truth(int64 product, int64 *truth)
  * here unless locked): no other transaction has units of it in flight, and
  * the caller's own are already out of the truth it reads (its ledger rows).
  * The caller's share lock on it, if taken by the current call, was released.
+ * Unless force, nothing is done when another backend rebuilt it meanwhile:
+ * the buyers that found it stale at once queue for the lock, and each then
+ * costs only the lock.
  */
 void
-fs_stock_rebuild(int64 product, bool locked)
+fs_stock_rebuild(int64 product, bool locked, bool force)
 {
 	LOCKTAG		tag;
 	int64		truth;
@@ -422,25 +425,23 @@ fs_stock_rebuild(int64 product, bool locked)
 	stock_locktag(&tag, product);
 	if (!locked)
 		lock_product(product, ExclusiveLock);
-
-	if (!fs_stock_truth(product, &truth))
-	{
-		if (!locked)
-			fs_lock_release_mode(&tag, ExclusiveLock);
-		unknown_product(product);
-	}
-	if (truth < 0 || truth > FS_MAX_STOCK)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("product %lld has %lld units left in the database", (long long) product,
-						(long long) truth),
-				 errdetail("Stock figures must lie between 0 and 2^53 - 1.")));
-
 	a = fs_allot_get(fs_stock_generation(), product, fs_stock_key);
-	stock = fs_stock_key(product);
+
 	PG_TRY();
 	{
-		fs_allot_rebuild(a, truth, psprintf("%s:reserved", stock));
+		if (force || fs_allot_stale(a))
+		{
+			if (!fs_stock_truth(product, &truth))
+				unknown_product(product);
+			if (truth < 0 || truth > FS_MAX_STOCK)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("product %lld has %lld units left in the database", (long long) product,
+								(long long) truth),
+						 errdetail("Stock figures must lie between 0 and 2^53 - 1.")));
+			stock = fs_stock_key(product);
+			fs_allot_rebuild(a, truth, psprintf("%s:reserved", stock));
+		}
 	}
 	PG_CATCH();
 	{
@@ -555,7 +556,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 					 errmsg("product %lld keeps disappearing from Redis", (long long) products[at]),
 					 errhint("Check Redis' maxmemory-policy: stock keys must not be evicted.")));
-		fs_stock_rebuild(products[at], false);
+		fs_stock_rebuild(products[at], false, false);
 	}
 }
 
@@ -851,7 +852,7 @@ fs_stock_figures(int64 product, FsAllotFigures *f, bool rebuild)
 		return true;
 	if (!rebuild)
 		return false;
-	fs_stock_rebuild(product, false);
+	fs_stock_rebuild(product, false, false);
 	if (!read_once(product, f))
 		ereport(ERROR,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),

@@ -93,7 +93,7 @@ sync_product(int64 product, FsSyncCounts *c)
 	mine = fs_stock_figures(product, &f, false);
 	if (fs_stock_truth(product, &truth) && (!mine || f.pool + f.available + f.in_flight != truth))
 	{
-		fs_stock_rebuild(product, true);
+		fs_stock_rebuild(product, true, true);
 		if (!mine)
 			c->reloaded++;
 		else

@@ -14,7 +14,7 @@
 #   random      flashsale on 1,000 products chosen at random
 #   sold-out    64 clients asking a sold-out product, against SELECT 1
 # then Redis commands reaching Redis per sale on the hot product (MONITOR over
-# a fixed number of sales; commands run inside scripts excluded), and the tail
+# a timed run; commands run inside scripts excluded), and the tail
 # latency at 20 clients (pgbench per-transaction log): p50 / p99 / p99.9 of
 # the ceiling and of flashsale, with the sync pass running every second.
 # Usage: test/bench/stock_bench.sh [seconds per run, default 10] [rounds, default 3]
@@ -98,18 +98,24 @@ done
 awk -v r="${med[random/64]}" -v n="${med[ceiling/64]}" -v s="${med[soldout/64]}" -v o="${med[select1/64]}" 'BEGIN {
     printf " 64 clients random = %.2fx ceiling; sold-out answers = %.2fx SELECT 1\n", r / n, s / o }'
 
-echo "== Redis commands reaching Redis per sale (hot product, 10 clients x 200 sales)"
+echo "== Redis commands reaching Redis per sale (hot product, 64 clients, ${SECS}s)"
+# first let the random products' allotments go back (their returns are not this product's)
+sleep 3
+fs_psql "$port" "SELECT flashsale.sync_stock()" >/dev/null
+sales_before=$(fs_psql "$port" "SELECT count(*) FROM bench.orders")
 fs_redis "$rport" MONITOR > "$dir/monitor.log" 2>/dev/null &
 mon=$!
 sleep 0.5
-fs_as_pg pgbench -n -M prepared -h 127.0.0.1 -p "$port" -U postgres -c 10 -j 2 -t 200 \
-    -f "$dir/flashsale.sql" postgres >/dev/null 2>&1
+fs_tps "$port" 64 "$SECS" "$dir/flashsale.sql" >/dev/null
 sleep 0.5
 kill "$mon" 2>/dev/null || true
 wait "$mon" 2>/dev/null || true
+sales=$(( $(fs_psql "$port" "SELECT count(*) FROM bench.orders") - sales_before ))
 # lines from a client ("[db 127.0.0.1:port]"), not from a script ("[db lua]")
 cmds=$(grep -c '\[[0-9]* 127\.0\.0\.1:' "$dir/monitor.log" || true)
-awk -v c="$cmds" 'BEGIN { printf " %d commands for 2000 sales: %.3f per sale (the worker'"'"'s passes included)\n", c, c / 2000 }'
+awk -v c="$cmds" -v s="$sales" 'BEGIN { printf " %d commands for %d sales: %.4f per sale (the worker'"'"'s passes included)\n", c, s, c / s }'
+echo "   by command: $(grep '\[[0-9]* 127\.0\.0\.1:' "$dir/monitor.log" | awk '{ print $4 }' | sort | uniq -c |
+    awk '{ printf "%s %s  ", $2, $1 }')"
 
 echo "== latency at 20 clients, ${SECS}s each, the sync pass every second (ms)"
 latency() { # name

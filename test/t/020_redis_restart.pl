@@ -1,6 +1,8 @@
 
-# Redis restarted empty mid-sale, pgbench running: decrementers reload the
-# product from the database truth and the sale goes on to the end.  The
+# Redis restarted empty mid-sale, pgbench running: buyers sell on from
+# this instance's allotment; the first lease finds the pool gone, and the
+# pool is rebuilt from the database truth minus what this instance holds;
+# the sale goes on to the end.  The
 # pgbench transactions go through buy(p), which retries a decrement that
 # failed with a Redis connection error (class 08) while Redis was down, so
 # that no client aborts.  Afterwards, exactly: orders + units left ==
@@ -39,7 +41,7 @@ my $restarted_with = redis_cmd('GET', stock_key($node));
 note 'stock key right after the restart: '
   . ($restarted_with // '') . ' (empty: not reloaded yet)';
 
-# a decrementer reloads the lost product (no pass runs: the interval is an
+# a decrementer rebuilds the lost pool (no pass runs: the interval is an
 # hour and nobody calls sync_stock()) and the sale goes on
 my $reloaded_left;
 ok( wait_until(
@@ -72,15 +74,15 @@ WHERE l.n IS DISTINCT FROM o.n}),
 	0,
 	'ledger == orders, per transaction');
 is( $node->safe_psql('postgres',
-		'SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = 1'),
-	'0|0|0',
-	'before the pass: sold out in the database and in Redis');
+		'SELECT db_left, "left", pool, available, in_flight FROM flashsale.stock_status WHERE product_id = 1'),
+	'0|0|0|0|0',
+	'before the pass: sold out in the database, in Redis\' pool and in the allotment');
 
 my $pass = sync_pass($node);
 is($pass->{errors}, 0, 'pass: no errors');
 is($pass->{reloaded}, 0, 'pass: nothing to reload');
 is($pass->{drift_fixed}, 0, 'pass: no drift');
-is($pass->{units_returned}, 0, 'pass: nothing to give back');
+is($pass->{units_returned}, 0, 'pass: nothing to give back (sold out)');
 my ($sold, $left) = check_stock($node, $UNITS, 'after the Redis restart and one pass');
 is($left, 0, 'sold out');
 is( $node->safe_psql('postgres', 'SELECT flashsale.try_decrement_stock(1) IS NULL'),

@@ -1,8 +1,11 @@
 
 # Immediate shutdown mid-sale (no shutdown checkpoint, no transaction gets
-# to abort cleanly), then a start with crash recovery: the worker's start-up
-# pass and one pass by hand settle what was in flight.  Afterwards, exactly:
-# orders + units left == initial stock.
+# to abort cleanly), then a start with crash recovery: the new shared
+# memory has a new epoch and holds nothing, so the first call finds
+# Redis' record stale and rebuilds the pool from the database truth: the
+# allotment that was out (available and in flight, an open transaction's
+# units among them) is back exactly.  Afterwards: orders + units left ==
+# initial stock.
 use strict;
 use warnings FATAL => 'all';
 
@@ -20,17 +23,19 @@ ok(poll_sql($node, 'SELECT passes >= 1 FROM flashsale.worker_status', 't', 30),
 	'worker ran its start-up pass');
 my ($worker_before) = worker_pids($node);
 
-my ($held, $held_field) = hold_reservation($node, $HELD);
-is(redis_cmd('HGET', reserved_key($node), $held_field),
-	$HELD, 'open transaction\'s reservation recorded in Redis');
+my ($held) = hold_units($node, $HELD);
+is(stock_figures($node)->{in_flight}, $HELD, "the open transaction holds $HELD units in flight");
+my $epoch_before = allot_fields($node)->{e};
+like($epoch_before, qr/^\d+$/, "Redis records this instance's epoch ($epoch_before)");
 
 my $bench = pgbench_start($node, clients => 64, duration => 60, rate => 1000);
 ok(wait_mid_sale($bench, $UNITS * 6 / 10), 'sale under way (60 % left)');
 
 $node->stop('immediate');
-my $in_redis = redis_cmd('HLEN', reserved_key($node));
-note "reservations in Redis after the immediate shutdown: $in_redis";
-cmp_ok($in_redis, '>=', 1, 'reservations were left in Redis');
+my $pool_after = redis_cmd('GET', stock_key($node));
+note "Redis' pool after the immediate shutdown: $pool_after";
+my $h_after = allot_fields($node)->{h};
+cmp_ok($h_after, '>=', $HELD, "Redis records units held by this instance ($h_after)");
 
 my $rc = pgbench_finish($bench);
 isnt($rc, -1, 'pgbench ended (its clients abort when the server goes away)');
@@ -52,15 +57,22 @@ is( $node->safe_psql('postgres',
 		"SELECT datname FROM pg_stat_activity WHERE backend_type = 'flashsale worker'"),
 	'postgres',
 	'worker connected to database postgres');
-is(redis_cmd('HEXISTS', reserved_key($node), $held_field),
-	0, 'the open transaction\'s reservation is settled');
+is($w->{product_errors}, 0, 'its pass had no errors');
+
+my $truth = db_left($node);
+my $sold = $node->safe_psql('postgres', 'SELECT coalesce(sum(qty), 0) FROM orders');
+is($sold + $truth, $UNITS, 'database: orders + truth == initial');
+cmp_ok($pool_after, '<', $truth, 'Redis\' pool alone is short of the truth (the allotment was out)');
+is(allot_fields($node)->{e}, $epoch_before, 'Redis still records the old epoch');
 
 my $pass = sync_pass($node);
 is($pass->{errors}, 0, 'pass: no errors');
-cmp_ok($w->{reservations_settled} + $pass->{reservations_settled},
-	'>=', 1, 'worker start-up pass + manual pass settled reservations');
-cmp_ok($w->{units_returned} + $pass->{units_returned},
-	'>=', $HELD, "and gave back at least the $HELD units of the open transaction");
+is($node->safe_psql('postgres', 'SELECT flashsale.stock_level(1)'), $truth,
+	'stock_level == the database truth: the lost allotment is back in the pool');
+my $a = allot_fields($node);
+isnt($a->{e}, $epoch_before, 'the rebuild recorded the new epoch');
+is("$a->{s} $a->{h}", '1 0', 'sequence 1, this instance holds nothing');
+is(redis_cmd('GET', stock_key($node)), $truth, 'Redis\' pool == the database truth');
 
 check_stock($node, $UNITS, 'after the immediate shutdown and one pass');
 

@@ -1,8 +1,10 @@
 
 # The background worker: shows in pg_stat_activity, restarts after
-# pg_terminate_backend and after a crash (settling what the crash left in
-# its start-up pass), changes its interval on SIGHUP, wakes up on
-# sync_now(), and lives through a Redis outage, logging it once.
+# pg_terminate_backend and after a crash (the crash's new shared memory
+# makes Redis' record stale; the next call rebuilds the pool exactly),
+# gives idle allotments back to the pool between passes, changes its
+# interval on SIGHUP, wakes up on sync_now(), and lives through a Redis
+# outage, logging it once.
 use strict;
 use warnings FATAL => 'all';
 
@@ -51,21 +53,37 @@ ok(poll_sql($node, "SELECT passes > $passes FROM flashsale.worker_status", 't', 
 $w = worker_status($node);
 is($w->{passes}, $passes + 1, 'exactly one pass');
 is($w->{products_synced}, 1, 'it synced the product');
-cmp_ok($w->{products_reloaded}, '>=', 1, 'and loaded it into Redis (set_stock dropped its keys)');
-is(redis_cmd('GET', stock_key($node)), $UNITS, "Redis has $UNITS units");
+is("$w->{products_reloaded} $w->{drift_fixed}", '0 0',
+	'nothing sold from here since set_stock: nothing to check, no Redis call');
+is(redis_cmd('EXISTS', stock_key($node)), 0, 'Redis has no pool yet (set_stock dropped the keys)');
+is(sq('SELECT flashsale.stock_level(1)'), $UNITS, "stock_level rebuilds it: $UNITS units");
+is(redis_cmd('GET', stock_key($node)), $UNITS, "Redis' pool has $UNITS units");
 $passes = $w->{passes};
 
 # ---- pg_terminate_backend of a backend idle in transaction after a decrement
-my ($s, $field, $spid) = hold_reservation($node, 3);
-is(redis_cmd('HGET', reserved_key($node), $field), 3, 'reservation of 3 units in Redis');
+my ($s, $spid) = hold_units($node, 3);
+my $f = stock_figures($node);
+is($f->{in_flight}, 3, '3 units in flight');
+is($f->{pool} + $f->{available}, $UNITS - 3, 'pool + available: the rest');
 is(sq("SELECT pg_terminate_backend($spid)"), 't', 'terminate the backend idle in transaction');
 ok(poll_sql($node, "SELECT count(*) FROM pg_stat_activity WHERE pid = $spid", '0', 15),
 	'it exited');
-is(redis_cmd('HEXISTS', reserved_key($node), $field),
-	0, 'its abort at exit dropped the reservation itself');
-is(redis_cmd('GET', stock_key($node)), $UNITS, 'and gave the 3 units back');
+$f = stock_figures($node);
+is($f->{in_flight}, 0, 'its abort at exit took its units out of flight');
+is($f->{pool} + $f->{available}, $UNITS, 'and gave the 3 units back to the allotment');
+is(sq('SELECT flashsale.stock_level(1)'), $UNITS, "stock_level: $UNITS");
 is(worker_status($node)->{passes}, $passes, 'without a sync pass');
 $s->quit;
+
+# ---- between passes, the worker gives the idle allotment back to the pool
+my $returned = worker_status($node)->{allotments_returned};
+cmp_ok($f->{available}, '>', 0, "an allotment is out ($f->{available} units)");
+ok(wait_allotments_back($node), 'it goes back to the pool once idle (flashsale.allotment_idle)');
+is(redis_cmd('GET', stock_key($node)), $UNITS, "Redis' pool has all $UNITS units again");
+is(allot_fields($node)->{h}, 0, 'Redis records that this instance holds nothing');
+$w = worker_status($node);
+cmp_ok($w->{allotments_returned}, '>', $returned, 'by the worker (worker_status.allotments_returned)');
+is($w->{passes}, $passes, 'without a sync pass');
 
 # ---- pg_terminate_backend of the worker: restarted after 5 s
 my $log_offset = -s $node->logfile;
@@ -95,16 +113,12 @@ ok( $node->log_contains(
 		$log_offset),
 	'log: postmaster saw it exit');
 
-# ---- SIGKILL of a backend with a reservation: crash restart, and the new
-# worker's start-up pass gives the units back
-($s, $field, $spid) = hold_reservation($node, 4);
-# A commit that wrote WAL flushes it, the dead transaction's ledger row
-# included, so recovery knows its xid and the pass sees it aborted.  (A
-# transaction whose WAL never reached disk leaves an xid that recovery
-# does not know: the pass cannot tell its fate and the drift check puts
-# its units back instead; 010 and 030 see that.)
-sq('CREATE TABLE wal_flush (i int); INSERT INTO wal_flush VALUES (1)');
-is(redis_cmd('GET', stock_key($node)), $UNITS - 4, 'reservation of 4 units taken');
+# ---- SIGKILL of a backend holding units: crash restart; the new shared
+# memory holds nothing, and the first call rebuilds the pool exactly
+($s, $spid) = hold_units($node, 4);
+$f = stock_figures($node);
+is("$f->{in_flight} " . ($f->{pool} + $f->{available}), '4 ' . ($UNITS - 4), '4 units in flight');
+my $epoch = allot_fields($node)->{e};
 $log_offset = -s $node->logfile;
 ok(kill('KILL', $spid), "kill -9 $spid");
 $node->wait_for_log(killed_re($spid), $log_offset);
@@ -118,52 +132,38 @@ $s->quit;
 ($pid) = worker_pids($node);
 $w = worker_status($node);
 is($w->{pid}, $pid, 'worker_status shows the new worker');
-is(redis_cmd('HLEN', reserved_key($node)), 0, 'the dead transaction\'s reservation is settled');
-is(redis_cmd('GET',  stock_key($node)),  $UNITS, 'its 4 units are back');
-is("$w->{passes} $w->{reservations_settled} $w->{units_returned} $w->{drift_fixed}",
-	'1 1 4 0',
-	'by the start-up pass: 1 pass, 1 reservation settled, 4 units returned, no drift');
+is("$w->{passes} $w->{drift_fixed} $w->{product_errors}", '1 0 0',
+	'its start-up pass: no drift, no errors');
+is(sq('SELECT count(*) FROM flashsale.allotments()'), 0, 'the new shared memory holds no allotment');
+is(sq('SELECT flashsale.stock_level(1)'), $UNITS, "stock_level: all $UNITS units (the 4 are back)");
+is(redis_cmd('GET', stock_key($node)), $UNITS, "Redis' pool rebuilt: $UNITS");
+my $a = allot_fields($node);
+isnt($a->{e}, $epoch, 'with the new epoch');
+is("$a->{s} $a->{h}", '1 0', 'sequence 1, this instance holds nothing');
 $passes = $w->{passes};
 
-# ---- an orphan without a crash: the rollback cannot reach Redis (the
-# session points at a dead port), so the reservation stays for the worker
-my $dead_port = PostgreSQL::Test::Cluster::get_free_port();
-my ($left, $xid) = split /\n/, sq(qq{
-BEGIN;
-SELECT flashsale.decrement_stock(1, 6);
-SELECT pg_current_xact_id();
-SET LOCAL flashsale.redis_port = $dead_port;
-ROLLBACK;});
-is($left, $UNITS - 6, 'decremented 6');
-is(sq("SELECT pg_xact_status('$xid')"), 'aborted', 'its transaction rolled back');
-$field = system_identifier($node) . ":$xid";
-is(redis_cmd('HGET', reserved_key($node), $field), 6,
-	'the reservation stayed in Redis (the give-back could not reach it)');
-is(redis_cmd('GET', stock_key($node)), $UNITS - 6, 'the 6 units are still out');
-is(worker_status($node)->{passes}, $passes, 'no pass since (interval 3600 s)');
-
-# ---- SIGHUP: sync_interval = 1 s; the worker settles it by itself and
-# then runs a pass every second (with 3600 s the reload's wake-up would
-# be the only pass)
+# ---- SIGHUP: sync_interval = 1 s; the worker then runs a pass every
+# second (with 3600 s the reload's wake-up would be the only pass), and a
+# product sold from between passes is checked by the next one
 sq('ALTER SYSTEM SET flashsale.sync_interval = 1');
 sq('SELECT pg_reload_conf()');
-ok( wait_until(
-		sub {
-			return (redis_cmd('HLEN', reserved_key($node)) // '') eq '0'
-			  && (redis_cmd('GET', stock_key($node)) // '') eq $UNITS;
-		},
-		15),
-	'the orphaned reservation is settled without a manual pass');
 ok(poll_sql($node, "SELECT passes >= $passes + 4 FROM flashsale.worker_status", 't', 15),
 	'the worker now runs a pass every second');
 $w = worker_status($node);
 is($w->{pid},             $pid, 'same worker process (a reload, not a restart)');
 is($w->{sync_interval_s}, 1,    'worker_status.sync_interval_s = 1');
-is("$w->{reservations_settled} $w->{units_returned} $w->{drift_fixed} $w->{product_errors}",
-	'2 10 0 0',
-	'totals since it started: 2 reservations settled, 10 units returned, no drift, no errors');
-is(sq('SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status'),
+sq('BEGIN; SELECT flashsale.decrement_stock(1, 6); ROLLBACK;');
+sq('BEGIN; SELECT flashsale.decrement_stock(1, 2); ROLLBACK;');
+$passes = $w->{passes};
+ok(poll_sql($node, "SELECT passes >= $passes + 2 FROM flashsale.worker_status", 't', 15),
+	'two more passes');
+$w = worker_status($node);
+is("$w->{drift_fixed} $w->{products_reloaded} $w->{product_errors}",
+	'0 0 0', 'totals since it started: no drift, nothing reloaded, no errors');
+is(sq('SELECT db_left, "left", in_flight FROM flashsale.stock_status'),
 	"$UNITS|$UNITS|0", 'stock_status exact');
+ok(wait_allotments_back($node), 'the allotment goes back to the pool once idle');
+is(redis_cmd('GET', stock_key($node)), $UNITS, "Redis' pool: $UNITS");
 
 # ---- Redis down: the worker keeps running, retries, logs once
 $log_offset = -s $node->logfile;
@@ -183,33 +183,38 @@ for my $retry (1 .. 3)
 	ok( poll_sql(
 			$node,
 			"SELECT last_error_at > '$err_at' FROM flashsale.worker_status",
-			't', 15),
+			't', 8),
 		"retry $retry failed too");
 	$err_at = worker_status($node)->{last_error_at};
 }
 is(join(',', worker_pids($node)), $pid, 'the worker is still running (same pid)');
+# (a pass that happens to need no Redis call must not pass for Redis being back)
+is(log_count(qr/flashsale worker: Redis is reachable again/, $log_offset),
+	0, 'log: no "Redis is reachable again" while Redis is down');
+is(worker_status($node)->{redis_ok}, 'f', 'worker_status.redis_ok still false while Redis is down');
 is(log_count(qr/flashsale worker: sync pass failed/, $log_offset),
 	1, 'log: "sync pass failed" exactly once over the retries');
 ok($node->log_contains(qr/HINT:  Retrying with a backoff; this is logged once per outage\./,
 		$log_offset),
 	'log: with the once-per-outage hint');
+# (the allotment went back to the pool above: a sale needs a lease)
 my ($ok, $out, $err) =
   psql_raw($node, "\\set VERBOSITY verbose\nSELECT flashsale.try_decrement_stock(1)");
 like($err, qr/ERROR:  08001: could not connect to Redis/,
-	'a decrement fails with SQLSTATE 08001 meanwhile');
+	'a decrement that needs a lease fails with SQLSTATE 08001 meanwhile');
 
-# ---- Redis back (empty): the worker sees it and reloads the product
+# ---- Redis back (empty): the worker sees it; the next call rebuilds the pool
 redis_start();
 ok(poll_sql($node, 'SELECT redis_ok FROM flashsale.worker_status', 't', 15),
 	'worker_status: redis_ok true again');
 $node->wait_for_log(qr/flashsale worker: Redis is reachable again at 127\.0\.0\.1:${\redis_port()}/,
 	$log_offset);
 pass('log: "Redis is reachable again"');
-ok( wait_until(sub { (redis_cmd('GET', stock_key($node)) // '') eq $UNITS }, 15),
-	'the worker reloaded the product into the empty Redis');
 is(log_count(qr/flashsale worker: sync pass failed/, $log_offset),
 	1, 'still logged once for that outage');
-is(sq('SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status'),
+is(sq('SELECT flashsale.stock_level(1)'), $UNITS, "stock_level rebuilds the pool: $UNITS");
+is(redis_cmd('GET', stock_key($node)), $UNITS, "Redis' pool: $UNITS");
+is(sq('SELECT db_left, "left", in_flight FROM flashsale.stock_status'),
 	"$UNITS|$UNITS|0", 'stock_status exact');
 
 # ---- a second outage is logged again, once

@@ -1,8 +1,12 @@
 
 # flashsale not in shared_preload_libraries: CREATE EXTENSION warns that no
-# background worker runs, the stock, coupon and lock functions work (the
-# library is loaded on first use), sync_now() says false, and sync_stock() does the pass by
-# hand, settling a reservation its transaction could not give back.
+# background worker runs; stock is sold from allotments in shared memory,
+# so the functions that sell or read stock (decrement_stock, both forms,
+# try_decrement_stock, stock_level, stock_redis, restore_stock, and the
+# view stock_status) fail with SQLSTATE 55000 and change nothing, while
+# set_stock, the coupon and lock functions work (the library is loaded on
+# first use); sync_now() says false, and sync_stock() does the pass by hand
+# (it folds the ledger).
 use strict;
 use warnings FATAL => 'all';
 
@@ -37,25 +41,40 @@ is( sq("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'flashsale wo
 is(sq('SELECT pid IS NULL AND passes IS NULL FROM flashsale.worker_status'),
 	't', 'worker_status is empty');
 
-# ---- the stock functions work
-sq('SELECT flashsale.set_stock(1, 10)');
-is(sq('SELECT flashsale.decrement_stock(1)'),    9, 'decrement_stock(1) -> 9 left');
-is(sq('SELECT flashsale.decrement_stock(1, 2)'), 7, 'decrement_stock(1, 2) -> 7 left');
-is(sq('SELECT flashsale.try_decrement_stock(1, 8) IS NULL'),
-	't', 'try_decrement_stock of more than is left -> NULL');
-($rc, $out, $err) = $node->psql('postgres',
-	"\\set VERBOSITY verbose\nSELECT flashsale.decrement_stock(1, 8)");
-like($err, qr/ERROR:  FS010: not enough stock of product 1/,
-	'decrement_stock of more than is left -> FS010');
-sq('BEGIN; SELECT flashsale.decrement_stock(1, 3); ROLLBACK;');
-is(sq('SELECT flashsale.stock_level(1)'), 7, 'a rolled-back decrement gives its units back');
-is(redis_cmd('HLEN', reserved_key($node)), 0, 'no reservation left in Redis');
+# ---- the stock functions that sell or read need the preload: 55000
+is(sq('SELECT flashsale.set_stock(1, 10)'), '', 'set_stock works');
+is(sq('SELECT quantity, set_quantity FROM flashsale.stock WHERE product_id = 1'), '10|10',
+	'set_stock wrote the product\'s row');
+is(redis_cmd('EXISTS', stock_key($node)), 0, 'Redis has no pool of it');
 
-# Redis loses everything: stock_level reloads from the database truth
-redis_flushall();
-is(redis_cmd('EXISTS', stock_key($node)), 0, 'FLUSHALL dropped the product');
-is(sq('SELECT flashsale.stock_level(1)'), 7, 'stock_level reloads it: 7 left');
-is(redis_cmd('GET', stock_key($node)), 7, 'Redis has it again');
+sub not_preloaded
+{
+	my ($sql, $label) = @_;
+	my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+	isnt($rc, 0, "$label: fails");
+	like($err,
+		qr/ERROR:  55000: flashsale's stock needs flashsale in shared_preload_libraries/,
+		"$label: SQLSTATE 55000, says why");
+	return $err;
+}
+$err = not_preloaded('SELECT flashsale.decrement_stock(1)', 'decrement_stock(1)');
+like($err, qr/HINT:  Add flashsale to shared_preload_libraries and restart the server\./,
+	'with a hint');
+not_preloaded('SELECT flashsale.decrement_stock(1, 2)', 'decrement_stock(1, 2)');
+not_preloaded('SELECT flashsale.try_decrement_stock(1)', 'try_decrement_stock(1)');
+not_preloaded("SELECT flashsale.decrement_stock('{1}'::bigint[], '{1}'::bigint[])", 'decrement_stock(array, array)');
+not_preloaded('SELECT flashsale.stock_level(1)', 'stock_level(1)');
+not_preloaded('SELECT * FROM flashsale.stock_redis(1)', 'stock_redis(1)');
+not_preloaded('SELECT * FROM flashsale.stock_status', 'view stock_status');
+# restore_stock of a unit sold (a ledger row written by a superuser, as if
+# sold while preloaded): it reaches the allotment, and stops there
+sq('INSERT INTO flashsale.stock_ledger (product_id, quantity) VALUES (1, 1)');
+not_preloaded('SELECT flashsale.restore_stock(1, 1)', 'restore_stock(1, 1)');
+is(sq('SELECT count(*), sum(quantity) FROM flashsale.stock_ledger'), '1|1',
+	'nothing was written: the ledger has the one row');
+is(sq('SELECT quantity FROM flashsale.stock WHERE product_id = 1'), 10, 'quantity unchanged');
+is(redis_cmd('DBSIZE'), 0, 'Redis untouched: no key');
+is(sq('SELECT count(*) FROM flashsale.allotments()'), 0, 'allotments(): none (no shared memory)');
 
 # ---- the coupon functions work loaded on demand, in a fresh backend
 is(sq('SELECT flashsale.create_coupon(\'on demand\', 2)'), 1, 'create_coupon');
@@ -76,38 +95,26 @@ like($err, qr/NOTICE:  flashsale's background worker is not running/,
 	'sync_now() says the worker is not running');
 like($err, qr/HINT:  Add flashsale to shared_preload_libraries\./, 'with a hint');
 
-# ---- a reservation its transaction could not give back (Redis unreachable
-# from the session when it rolled back) stays until a pass settles it
-my $dead_port = PostgreSQL::Test::Cluster::get_free_port();
-my ($left, $xid) = split /\n/, sq(qq{
-BEGIN;
-SELECT flashsale.decrement_stock(1, 4);
-SELECT pg_current_xact_id();
-SET LOCAL flashsale.redis_port = $dead_port;
-ROLLBACK;});
-is($left, 3, 'decremented 4 (3 left)');
-my $field = system_identifier($node) . ":$xid";
-is(redis_cmd('HGET', reserved_key($node), $field), 4, 'the reservation stayed in Redis');
-is(sq('SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status'),
-	'7|3|0', 'stock_status: the database says 7, Redis 3, nothing in flight');
-
-# ---- sync_stock() by hand
+# ---- sync_stock() by hand: folds the ledger, checks nothing (no allotment)
 my $pass = sync_pass($node);
 is( join(' ', map { $pass->{$_} }
-	  qw(products reloaded reservations_settled units_returned drift_fixed ledger_rows_folded errors)),
-	'1 0 1 4 0 2 0',
-	'sync_stock(): 1 product, 1 reservation settled, 4 units returned, 2 ledger rows folded');
-is(redis_cmd('HLEN', reserved_key($node)), 0, 'no reservation left in Redis');
-is(sq('SELECT quantity FROM flashsale.stock WHERE product_id = 1'), 7,
-	'flashsale.stock.quantity == units left');
+	  qw(products reloaded allotments_returned units_returned drift_fixed ledger_rows_folded errors busy)),
+	'1 0 0 0 0 1 0 0',
+	'sync_stock(): 1 product, 1 ledger row folded, nothing else');
+is(sq('SELECT quantity FROM flashsale.stock WHERE product_id = 1'), 9,
+	'flashsale.stock.quantity: 9 (the row folded)');
 is(sq('SELECT count(*) FROM flashsale.stock_ledger'), 0, 'ledger folded');
-is(sq('SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status'),
-	'7|7|0', 'stock_status exact');
+is(redis_cmd('DBSIZE'), 0, 'Redis still untouched');
 $pass = sync_pass($node);
 is( join(' ', map { $pass->{$_} }
-	  qw(products reloaded reservations_settled units_returned drift_fixed ledger_rows_folded errors)),
-	'1 0 0 0 0 0 0',
+	  qw(products reloaded allotments_returned units_returned drift_fixed ledger_rows_folded errors busy)),
+	'1 0 0 0 0 0 0 0',
 	'a second pass has nothing to do');
+
+# ---- set_stock again: the stock functions still refuse, nothing sold
+sq('SELECT flashsale.set_stock(1, 5)');
+not_preloaded('SELECT flashsale.try_decrement_stock(1)', 'after a second set_stock, try_decrement_stock');
+is(sq('SELECT quantity FROM flashsale.stock WHERE product_id = 1'), 5, 'set_stock set 5');
 
 $node->stop;
 done_testing();

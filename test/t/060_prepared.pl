@@ -1,7 +1,8 @@
 
 # Two-phase commit is not supported for stock: PREPARE TRANSACTION after a
 # decrement (or a set_stock) is refused with SQLSTATE 0A000, the
-# transaction rolls back and its units are back at once.  Counts stay exact.
+# transaction rolls back and its units are back in the allotment at once.
+# Counts stay exact.
 use strict;
 use warnings FATAL => 'all';
 
@@ -20,9 +21,11 @@ sub exact
 {
 	my ($left, $label) = @_;
 	is(sq('SELECT flashsale.stock_level(1)'), $left, "$label: $left units left");
-	is(redis_cmd('HLEN', reserved_key($node)), 0, "$label: no reservation in Redis");
-	is(sq('SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status'),
-		"$left|$left|0", "$label: stock_status exact");
+	is(sq('SELECT db_left, "left", in_flight FROM flashsale.stock_status'),
+		"$left|$left|0", "$label: stock_status exact, nothing in flight");
+	my $f = stock_figures($node);
+	is(redis_cmd('GET', stock_key($node)), $f->{pool},
+		"$label: Redis' pool == stock_redis' pool ($f->{pool}, $f->{available} available here)");
 	is(sq('SELECT count(*) FROM pg_prepared_xacts'), 0, "$label: no prepared transaction");
 }
 

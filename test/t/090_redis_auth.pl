@@ -14,6 +14,7 @@ use warnings FATAL => 'all';
 use FlashsaleTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 redis_start();
 is(redis_cmd('ACL', 'SETUSER', 'shop', 'on', '>s3cret', '~*', '&*', '+@all'),
@@ -30,20 +31,22 @@ ok(poll_sql($node, 'SELECT passes >= 1 AND redis_ok FROM flashsale.worker_status
 # a sale, on the stock connection
 $node->safe_psql('postgres', 'SELECT flashsale.set_stock(1, 10)');
 is($node->safe_psql('postgres', 'SELECT flashsale.decrement_stock(1, 3)'), '7', 'a sale as shop');
-is($node->safe_psql('postgres', 'SELECT * FROM flashsale.stock_redis(1)'),
-	'7|0', 'Redis holds the product');
+is($node->safe_psql('postgres', 'SELECT pool + available, in_flight FROM flashsale.stock_redis(1)'),
+	'7|0', 'Redis holds the product\'s pool (pool + this allotment: 7)');
 
-# the worker's connection: a pass reloads what Redis lost
+# the worker's connection: a pass rebuilds what Redis lost (a product is
+# checked once idle for flashsale.allotment_idle, 1 s, after its last sale)
 my $before = worker_status($node);
 redis_flushall();
+usleep(1_200_000);
 is($node->safe_psql('postgres', 'SELECT flashsale.sync_now()'), 't', 'worker woken');
 ok(poll_sql($node, "SELECT passes > $before->{passes} FROM flashsale.worker_status", 't', 30),
 	'worker ran a pass');
 my $after = worker_status($node);
 is($after->{redis_ok}, 't', 'worker: Redis ok');
 is($after->{products_reloaded} - $before->{products_reloaded}, 1, 'worker reloaded the product');
-is($node->safe_psql('postgres', 'SELECT * FROM flashsale.stock_redis(1)'),
-	'7|0', 'Redis holds it again, reloaded by the worker');
+is($node->safe_psql('postgres', 'SELECT pool + available, in_flight FROM flashsale.stock_redis(1)'),
+	'7|0', 'Redis holds it again, rebuilt by the worker');
 
 # redis_call's connection and a Redis lock waiter's subscriber connection
 is($node->safe_psql('postgres', q{SELECT flashsale.redis_call('ACL', 'WHOAMI')}),

@@ -11,7 +11,12 @@
 #             Redis, started, with the extension created.
 #   Polling   psql_raw, wait_until, poll_sql: bounded waits, no bare sleeps.
 #   Sales     sale_setup / pgbench_start / pgbench_finish / wait_mid_sale /
-#             hold_reservation / sync_pass / worker_status / check_stock.
+#             hold_units / sync_pass / worker_status / check_stock.
+#   Stock     stock_key / allot_key (a product's Redis keys), allot_fields
+#             (this instance's e:/s:/h: fields of the allotment hash),
+#             stock_figures (flashsale.stock_redis), db_left (the database
+#             truth, no Redis), allotment (flashsale.allotments()),
+#             wait_allotments_back.
 package FlashsaleTest;
 
 use strict;
@@ -27,11 +32,12 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(
   redis_start redis_stop redis_restart redis_flushall redis_cmd redis_port redis_pid
-  redis_auth
+  redis_auth redis_save redis_forget_snapshot
   new_node psql_raw wait_until poll_sql sql_row
-  sale_setup pgbench_start pgbench_finish wait_mid_sale hold_reservation
+  sale_setup allotment_sale pgbench_start pgbench_finish wait_mid_sale hold_units
   system_identifier sync_pass worker_status worker_pids check_stock
-  pgbench_victim wait_crash_restart killed_re stock_key reserved_key
+  pgbench_victim wait_crash_restart killed_re stock_key allot_key
+  allot_fields stock_figures db_left allotment wait_allotments_back
 );
 
 # ---------------------------------------------------------------- Redis
@@ -114,11 +120,29 @@ sub redis_stop
 	return;
 }
 
-# Restart it empty (no persistence) on the same port.
+# Restart it on the same port: empty (no persistence), unless redis_save()
+# left a snapshot in its dir, which it then loads.
 sub redis_restart
 {
 	redis_stop();
 	return redis_start();
+}
+
+# SAVE: a snapshot (dump.rdb in its dir) the next start loads.  Nothing
+# saves by itself (--save '', no AOF, no save at shutdown).
+sub redis_save
+{
+	my $r = redis_cmd('SAVE') // '';
+	die "SAVE answered '$r'" unless $r eq 'OK';
+	die "SAVE left no $redis{dir}/dump.rdb" unless -s "$redis{dir}/dump.rdb";
+	return;
+}
+
+# Drop the snapshot: the next start is empty again.
+sub redis_forget_snapshot
+{
+	unlink "$redis{dir}/dump.rdb";
+	return;
 }
 
 sub redis_flushall
@@ -195,7 +219,8 @@ sub new_node
 	return $node;
 }
 
-# stock_key(node [, product = 1]) / reserved_key(...): the product's Redis keys
+# stock_key(node [, product = 1]) / allot_key(...): the product's Redis keys
+# (the pool, and the allotment hash beside it)
 # (they name the installation: flashsale.stock_keys()).  Asked once per node
 # and product; a node that crashed and restarted keeps them.
 my %keys;
@@ -210,7 +235,19 @@ sub product_keys
 	return @{ $keys{$k} };
 }
 sub stock_key    { return (product_keys(@_))[0]; }
-sub reserved_key { return (product_keys(@_))[1]; }
+sub allot_key    { return (product_keys(@_))[1]; }
+
+# allot_fields(node [, product]) -> { e => epoch, s => sequence, h => units
+# held } of this instance in the product's allotment hash (undef values
+# for missing fields).
+sub allot_fields
+{
+	my ($node, $product) = @_;
+	my $sysid = system_identifier($node);
+	my @kv = split /\n/, (redis_cmd('HGETALL', allot_key($node, $product)) // '');
+	my %all = @kv % 2 ? () : @kv;
+	return { map { $_ => $all{"$_:$sysid"} } qw(e s h) };
+}
 
 # ---------------------------------------------------------------- polling
 
@@ -281,6 +318,21 @@ sub sql_row
 # committed transaction) and, if asked, buy(p): a decrement retried on
 # Redis connection errors (class 08), so that pgbench clients outlive a
 # Redis restart.
+# allotment_sale(name, units): Redis and a node whose allotments grow large
+# (flashsale.allotment_max = 500) and never go back idle, product 1 set up
+# with units, the worker's start-up pass run.  Returns the node.
+sub allotment_sale
+{
+	my ($name, $units) = @_;
+	redis_start();
+	my $node = new_node($name,
+		extra_conf => "flashsale.allotment_max = 500\nflashsale.allotment_idle = '1h'");
+	sale_setup($node, $units);
+	Test::More::ok(poll_sql($node, 'SELECT passes >= 1 FROM flashsale.worker_status', 't', 30),
+		'worker ran its start-up pass');
+	return $node;
+}
+
 sub sale_setup
 {
 	my ($node, $units) = @_;
@@ -390,8 +442,9 @@ sub pgbench_finish
 	return $rc;
 }
 
-# Wait until Redis has at most $threshold units of product 1 left, pgbench
-# still running.  False if pgbench ended first or on timeout.
+# Wait until the database has at most $threshold units of product 1 left
+# (committed sales; Redis' pool is lower: allotments are out of it),
+# pgbench still running.  False if pgbench ended first or on timeout.
 sub wait_mid_sale
 {
 	my ($run, $threshold, $timeout) = @_;
@@ -399,19 +452,67 @@ sub wait_mid_sale
 	my $ok = wait_until(
 		sub {
 			return 1 unless pgbench_running($run);
-			$left = redis_cmd('GET', stock_key($run->{node}));
-			return defined $left && $left =~ /^\d+$/ && $left <= $threshold;
+			$left = db_left($run->{node});
+			return defined $left && $left <= $threshold;
 		},
 		$timeout // 120);
 	return 0 unless $ok && pgbench_running($run);
-	note "mid-sale: $left units left in Redis";
+	note "mid-sale: $left units left in the database";
 	return $left;
 }
+
+# db_left(node [, product]): the database truth, quantity minus ledger
+# (committed sales), asked without Redis; undef if the query failed.
+sub db_left
+{
+	my ($node, $product) = @_;
+	$product //= 1;
+	my ($ok, $out) = psql_raw($node,
+		"SELECT s.quantity - coalesce((SELECT sum(l.quantity) FROM flashsale.stock_ledger l"
+		  . " WHERE l.product_id = s.product_id), 0) FROM flashsale.stock s WHERE s.product_id = $product");
+	return $ok && $out =~ /^-?\d+$/ ? $out : undef;
+}
+
+# stock_figures(node [, product]) -> hashref of flashsale.stock_redis():
+# pool (empty when Redis lacks it), allotted, available, in_flight.
+sub stock_figures
+{
+	my ($node, $product) = @_;
+	$product //= 1;
+	return sql_row($node, "SELECT * FROM flashsale.stock_redis($product)");
+}
+
+# allotment(node [, product]) -> hashref of its row in flashsale.allotments()
+# (product_id, available, in_flight, batch, last_used, stale), undef if none.
+sub allotment
+{
+	my ($node, $product) = @_;
+	$product //= 1;
+	my $r = eval {
+		sql_row($node, "SELECT * FROM flashsale.allotments() WHERE product_id = $product");
+	};
+	return $r;
+}
+
+# wait_allotments_back(node [, product, timeout]): true once this instance
+# holds no unit of the product (available and in flight 0, or no entry):
+# an idle allotment goes back to the pool after flashsale.allotment_idle.
+sub wait_allotments_back
+{
+	my ($node, $product, $timeout) = @_;
+	$product //= 1;
+	return poll_sql($node,
+		"SELECT coalesce(sum(available + in_flight), 0) FROM flashsale.allotments()"
+		  . " WHERE product_id = $product",
+		'0', $timeout // 30);
+}
+
+my %sysid;
 
 sub system_identifier
 {
 	my ($node) = @_;
-	return $node->safe_psql('postgres',
+	return $sysid{ $node->name } //= $node->safe_psql('postgres',
 		'SELECT system_identifier FROM pg_control_system()');
 }
 
@@ -453,20 +554,18 @@ sub wait_crash_restart
 	return;
 }
 
-# hold_reservation(node, qty): a session that decremented product 1 by
-# $qty in an open transaction.  Returns (session, its Redis reservation
-# field "<system identifier>:<xid>", its backend pid).
-sub hold_reservation
+# hold_units(node, qty): a session that decremented product 1 by $qty in
+# an open transaction (the units are in flight in this instance's
+# allotment).  Returns (session, its backend pid).
+sub hold_units
 {
 	my ($node, $qty) = @_;
 	my $s = $node->background_psql('postgres', on_error_stop => 0);
 	$s->query_safe('BEGIN');
 	$s->query_safe("SELECT flashsale.decrement_stock(1, $qty)");
-	my $xid = $s->query_safe('SELECT pg_current_xact_id()');
 	my $pid = $s->query_safe('SELECT pg_backend_pid()');
-	chomp $xid;
 	chomp $pid;
-	return ($s, system_identifier($node) . ":$xid", $pid);
+	return ($s, $pid);
 }
 
 # One sync pass by hand: hashref of sync_stock()'s columns.
@@ -493,15 +592,25 @@ sub worker_pids
 	return $ok ? split(/\n/, $out) : ();
 }
 
-# After a pass with nothing in flight: the exact equalities of product 1.
+# check_stock(node, initial, label [, keep_allotment => 1]): one sync pass
+# (it rebuilds a stale pool and folds the ledger), then, with nothing in
+# flight, the exact equalities of product 1:
+#   orders + units left == initial, where left = stock_level() = pool + available;
+#   flashsale.stock.quantity == left, ledger folded;
+#   stock_status: db_left == left, nothing in flight;
+#   Redis' pool == stock_redis' pool == left - available;
+# and, unless keep_allotment, once the idle allotment went back to the pool
+# (flashsale.allotment_idle): Redis' pool alone == left.
 sub check_stock
 {
-	my ($node, $initial, $label) = @_;
+	my ($node, $initial, $label, %o) = @_;
+	sync_pass($node);
 	my $sold = $node->safe_psql('postgres',
 		'SELECT coalesce(sum(qty), 0) FROM orders WHERE product_id = 1');
 	my $left = $node->safe_psql('postgres', 'SELECT flashsale.stock_level(1)');
 	note "$label: initial $initial, sold $sold, left $left";
 	is($sold + $left, $initial, "$label: orders + units left == $initial");
+	cmp_ok($sold, '<=', $initial, "$label: no oversell");
 	is( $node->safe_psql('postgres',
 			'SELECT quantity FROM flashsale.stock WHERE product_id = 1'),
 		$left,
@@ -510,12 +619,20 @@ sub check_stock
 			'SELECT count(*) FROM flashsale.stock_ledger'),
 		0, "$label: ledger folded (empty)");
 	is( $node->safe_psql('postgres',
-			'SELECT db_left, redis_left, reserved_in_flight FROM flashsale.stock_status WHERE product_id = 1'),
+			'SELECT db_left, "left", in_flight FROM flashsale.stock_status WHERE product_id = 1'),
 		"$left|$left|0",
-		"$label: stock_status db_left == redis_left == units left, nothing in flight");
-	is(redis_cmd('GET', stock_key($node)), $left, "$label: Redis stock key == units left");
-	is(redis_cmd('HLEN', reserved_key($node)), 0,
-		"$label: no reservation left in Redis");
+		"$label: stock_status db_left == left == units left, nothing in flight");
+	my $f = stock_figures($node);
+	is($f->{pool} + $f->{available}, $left, "$label: stock_redis pool + available == units left");
+	is(redis_cmd('GET', stock_key($node)), $f->{pool}, "$label: Redis' pool == stock_redis' pool");
+	unless ($o{keep_allotment})
+	{
+		ok(wait_allotments_back($node), "$label: the idle allotment went back to the pool");
+		is(redis_cmd('GET', stock_key($node)), $left,
+			"$label: Redis' pool == units left (nothing allotted)");
+		is($node->safe_psql('postgres', 'SELECT flashsale.stock_level(1)'),
+			$left, "$label: stock_level unchanged");
+	}
 	return ($sold, $left);
 }
 
