@@ -168,3 +168,28 @@ SELECT flashsale.decrement_stock(91);
 SELECT pg_temp.try($$SELECT flashsale.decrement_stock(91)$$);
 ROLLBACK;
 SELECT flashsale.try_decrement_stock(91) AS after_rollback;
+
+-- a set_stock rolled back after selling from it: nothing is sold from the figure it set
+BEGIN;
+SELECT flashsale.set_stock(95, 10);
+SELECT flashsale.decrement_stock(95);
+ROLLBACK;
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(95)$$);
+SELECT flashsale.set_stock(96, 2);
+BEGIN;
+SELECT flashsale.set_stock(96, 100);
+SELECT flashsale.decrement_stock(96, 50);
+ROLLBACK;
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(96, 3)$$);
+SELECT flashsale.stock_level(96);
+-- the same in a savepoint rolled back (a product new to this instance: its pool is rebuilt at once)
+BEGIN;
+SAVEPOINT s;
+SELECT flashsale.set_stock(97, 100);
+SELECT flashsale.decrement_stock(97, 50);
+ROLLBACK TO SAVEPOINT s;
+SELECT pg_temp.try($$SELECT flashsale.decrement_stock(97, 3)$$);
+SELECT flashsale.decrement_stock(96, 2);
+COMMIT;
+SELECT flashsale.stock_level(96);
+SELECT db_left, "left", in_flight FROM flashsale.stock_status WHERE product_id = 96;

@@ -537,6 +537,13 @@ lease(FsAllot *a, int64 need, int64 want, bool throw)
 	return granted > 0 ? LEASE_GRANTED : LEASE_SHORT;
 }
 
+/* The batch, within this session's flashsale.allotment_max (the mutex held). */
+static int64
+batch_now(FsAllot *a)
+{
+	return Min(a->batch, (int64) fs_allotment_max);
+}
+
 /* lease(), then let go of busy whatever happens */
 static LeaseResult
 lease_then_release(FsAllot *a, int64 need, int64 want, bool throw)
@@ -588,10 +595,10 @@ fs_allot_take(FsAllot *a, int64 qty, int64 *left, int64 *record)
 			a->active = true;
 			*left = a->avail + a->pool_seen;
 			/* fewer than half a batch left: top it up now, ahead of need */
-			if (!a->busy && !a->stale && a->avail < a->batch / 2 &&
+			if (!a->busy && !a->stale && a->avail < batch_now(a) / 2 &&
 				!(now < a->seen_until && a->pool_seen == 0))
 			{
-				want = a->batch;
+				want = batch_now(a);
 				ahead = try_busy_locked(a);
 			}
 			else
@@ -620,7 +627,7 @@ fs_allot_take(FsAllot *a, int64 qty, int64 *left, int64 *record)
 			return TAKE_REBUILD;
 		}
 		need = qty - a->avail;
-		want = Max(need, a->batch);
+		want = Max(need, batch_now(a));
 		(void) try_busy_locked(a);
 		lr = lease_then_release(a, need, want, true);
 

@@ -119,12 +119,18 @@ typedef struct Take
 	SubTransactionId subid;
 } Take;
 
-/* A product whose truth this transaction set anew: keys dropped at pre-commit. */
+/*
+ * A product whose truth this transaction set anew: keys dropped at
+ * pre-commit, the allotment emptied at commit.  Also at (sub)transaction
+ * abort: a pool rebuilt meanwhile read the truth this transaction set, which
+ * the abort takes back.
+ */
 typedef struct Dirty
 {
 	int64		product;
 	Oid			gen;
 	char	   *stock;
+	SubTransactionId subid;
 } Dirty;
 
 static MemoryContext xact_cxt = NULL;
@@ -239,6 +245,7 @@ mark_dirty(int64 product)
 	d->product = product;
 	d->gen = fs_stock_generation();
 	d->stock = fs_stock_key(product);
+	d->subid = GetCurrentSubTransactionId();
 	dirty = lappend(dirty, d);
 	MemoryContextSwitchTo(old);
 }
@@ -325,6 +332,8 @@ stock_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 			foreach(lc, takes)
 				end_take(lfirst(lc), false);
+			foreach(lc, dirty)
+				fs_allot_invalidate(((Dirty *) lfirst(lc))->gen, ((Dirty *) lfirst(lc))->product, true);
 			forget_transaction();
 			break;
 		default:
@@ -338,7 +347,7 @@ stock_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	ListCell   *lc;
 
-	if (takes == NIL)
+	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
 		return;
 	foreach(lc, takes)
 	{
@@ -348,11 +357,23 @@ stock_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			continue;
 		if (event == SUBXACT_EVENT_COMMIT_SUB)
 			t->subid = parentSubid;
-		else if (event == SUBXACT_EVENT_ABORT_SUB)
+		else
 		{
 			end_take(t, false);
 			takes = foreach_delete_current(takes, lc);
 		}
+	}
+	/* (the keys still go at pre-commit: dropping them is always safe) */
+	foreach(lc, dirty)
+	{
+		Dirty	   *d = lfirst(lc);
+
+		if (d->subid != mySubid)
+			continue;
+		if (event == SUBXACT_EVENT_COMMIT_SUB)
+			d->subid = parentSubid;
+		else
+			fs_allot_invalidate(d->gen, d->product, true);
 	}
 }
 

@@ -124,7 +124,7 @@ invariants() { # product initial
     # stock_level first: it rebuilds the pool if Redis lost it; the view does not
     level=$(fs_psql "$port" "SELECT flashsale.stock_level($p)")
     IFS='|' read -r db redis inflight <<< "$(fs_psql "$port" "
-        SELECT db_left, "left", in_flight FROM flashsale.stock_status WHERE product_id = $p")"
+        SELECT db_left, \"left\", in_flight FROM flashsale.stock_status WHERE product_id = $p")"
     ledger=$(fs_psql "$port" "SELECT coalesce(sum(quantity), 0) FROM flashsale.stock_ledger WHERE product_id = $p")
     echo "   product $p: initial $initial, ordered $ordered, left $level"
     fs_check "product $p orders + stock_level" "$((ordered + level))" "$initial"
