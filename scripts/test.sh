@@ -53,8 +53,25 @@ show_diffs() { # dir
     fi
 }
 
-# pg_regress: the Makefile's REGRESS list
+# META.json and CHANGELOG.md speak of flashsale.control's default_version
+# (META.json as a semantic version: 1.5 is 1.5.0)
+check_packaging() {
+    local v
+    v=$(sed -n "s/^default_version *= *'\(.*\)'.*/\1/p" "$FS_ROOT/flashsale.control")
+    perl -MJSON::PP -e '
+        my ($file, $v) = @ARGV;
+        open(my $f, "<", $file) or die "$file: $!\n";
+        my $m = decode_json(do { local $/; <$f> });
+        my $want = $v =~ /^\d+\.\d+$/ ? "$v.0" : $v;
+        for (["version", $m->{version}], ["provides.flashsale.version", $m->{provides}{flashsale}{version}]) {
+            die "META.json: $_->[0] is $_->[1], flashsale.control says $v ($want)\n" if $_->[1] ne $want;
+        }' "$FS_ROOT/META.json" "$v" || return 1
+    grep -q -E "^## ${v//./\\.}( |\$)" "$FS_ROOT/CHANGELOG.md" || { echo "CHANGELOG.md: no entry for $v" >&2; return 1; }
+}
+
+# pg_regress: the Makefile's REGRESS list (and the packaging files' version)
 suite_regress() {
+    check_packaging || return 1
     suite_servers regress
     suite_make installcheck ISOLATION= TAP_TESTS= || { show_diffs "$TESTS"; return 1; }
 }
