@@ -111,5 +111,6 @@ echo
 [ $failed -eq 0 ] || echo "failed suites: ${failures[*]}"
 pg=$("$PG_BIN/postgres" --version | awk '{print $3}')
 os=$(. /etc/os-release && echo "${PRETTY_NAME:-unknown system}")
+os=${os%% (*}   # "Debian GNU/Linux 12", without "(bookworm)"
 echo "suites: $passed passed, $failed failed (PostgreSQL $pg, $os)"
 [ $failed -eq 0 ]
