@@ -4,7 +4,8 @@
 -- members, the same definitions, privileges, initial privileges, comments,
 -- and the rows a coupon had before the update are still there.
 \set VERBOSITY terse
-SET client_min_messages = warning;
+-- (a version's install or update may warn that the worker syncs another database)
+SET client_min_messages = error;
 -- one line per fact about the installed extension, free of OIDs
 CREATE FUNCTION pg_temp.facts() RETURNS SETOF text LANGUAGE sql AS $$
     WITH ext AS (SELECT oid, extversion, extconfig FROM pg_extension WHERE extname = 'flashsale'),
