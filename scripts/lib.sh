@@ -1,7 +1,7 @@
 # scripts/lib.sh: shared by the demo, the test runner, stress tests and benchmarks.
 # Source it; it sets FS_ROOT and defines:
 #   fs_install_deps   apt-get what is missing (Debian 12, as root)
-#   fs_build          build and install the extension (warnings are errors)
+#   fs_build          build and install the extension (warnings are errors: COPT=-Werror)
 #   fs_as_pg CMD...   run CMD as the unprivileged "postgres" user when we are root
 #   fs_tmpdir         a temp dir the postgres user can write; removed at exit
 #   fs_free_port      a free loopback TCP port
@@ -64,7 +64,8 @@ fs_install_deps() {
 fs_build() {
     fs_log "building flashsale"
     make -C "$FS_ROOT" -s clean >/dev/null
-    make -C "$FS_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" 2>&1 | { grep -E 'warning|error' && exit 1 || true; }
+    # the Makefile asks for -Wall -Wextra; -Werror is ours, not the users'
+    make -C "$FS_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" COPT=-Werror 2>&1 | { grep -E 'warning|error' && exit 1 || true; }
     make -C "$FS_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" install >/dev/null
 }
 

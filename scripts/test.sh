@@ -15,26 +15,36 @@ fs_build
 work=$(fs_tmpdir)
 
 # The suites run as the postgres user, who may not be able to read the
-# checkout (a clone under /root, say): they read a copy of the test files.
+# checkout (a clone under /root, say): they run `make installcheck` in a copy
+# of the Makefile and the test files, against servers of their own.
 TESTS="$work/tests"
 mkdir -p "$TESTS"
-cp -r "$FS_ROOT/sql" "$FS_ROOT/expected" "$FS_ROOT/test" "$TESTS/"
+cp -r "$FS_ROOT/Makefile" "$FS_ROOT/sql" "$FS_ROOT/expected" "$FS_ROOT/test" "$TESTS/"
 chown -R postgres: "$TESTS" 2>/dev/null || true
 chmod -R a+rX "$TESTS"
 
+SUITE_PORT=""
 passed=0
 failed=0
 failures=()
 
-# A Redis for the suite and a temp-config pointing the instance at it.
-# (not in a $(...): the Redis must be recorded in this shell to be stopped at exit)
-suite_conf() { # name -> sets SUITE_CONF
-    local rport
-    SUITE_CONF="$work/$1.conf"
+# A Redis and a PostgreSQL set up as README's "Running the tests against your
+# server" asks: test/regress.conf's lines and flashsale.redis_port.  Sets
+# SUITE_PORT.  (Not in a $(...): the servers must be recorded in this shell
+# to be stopped at exit.)
+suite_servers() { # name
+    local rport conf=()
     rport=$(fs_free_port)
+    SUITE_PORT=$(fs_free_port)
     fs_redis_start "$work/redis-$1" "$rport"
-    { cat "$TESTS/test/regress.conf"; echo "flashsale.redis_port = $rport"; } > "$SUITE_CONF"
-    chmod 644 "$SUITE_CONF"
+    mapfile -t conf < <(grep -v -E '^[[:space:]]*(#|$)' "$TESTS/test/regress.conf")
+    fs_pg_start "$work/pg-$1" "$SUITE_PORT" "${conf[@]}" "flashsale.redis_port = $rport"
+}
+
+# make TARGET [VAR=value...] in the copy, as the postgres user, against SUITE_PORT
+suite_make() {
+    fs_as_pg env PGHOST=127.0.0.1 PGPORT="$SUITE_PORT" PGUSER=postgres \
+        make -s -C "$TESTS" PG_CONFIG="$PG_BIN/pg_config" "$@"
 }
 
 show_diffs() { # dir
@@ -43,28 +53,33 @@ show_diffs() { # dir
     fi
 }
 
-suite_regress() {
-    local out="$work/regress"
-    suite_conf regress
-    fs_as_pg mkdir -p "$out"
-    fs_as_pg "$PGXS_DIR/src/test/regress/pg_regress" \
-        --temp-instance="$out/instance" --temp-config="$SUITE_CONF" \
-        --port="$(fs_free_port)" --bindir="$PG_BIN" \
-        --inputdir="$TESTS" --outputdir="$out" --dbname=flashsale_regress --encoding=UTF8 \
-        install coupon stock redis_conn sync locks redis_locks limits upgrade security || { show_diffs "$out"; return 1; }
+# META.json and CHANGELOG.md speak of flashsale.control's default_version
+# (META.json as a semantic version: 1.5 is 1.5.0)
+check_packaging() {
+    local v
+    v=$(sed -n "s/^default_version *= *'\(.*\)'.*/\1/p" "$FS_ROOT/flashsale.control")
+    perl -MJSON::PP -e '
+        my ($file, $v) = @ARGV;
+        open(my $f, "<", $file) or die "$file: $!\n";
+        my $m = decode_json(do { local $/; <$f> });
+        my $want = $v =~ /^\d+\.\d+$/ ? "$v.0" : $v;
+        for (["version", $m->{version}], ["provides.flashsale.version", $m->{provides}{flashsale}{version}]) {
+            die "META.json: $_->[0] is $_->[1], flashsale.control says $v ($want)\n" if $_->[1] ne $want;
+        }' "$FS_ROOT/META.json" "$v" || return 1
+    grep -q -E "^## ${v//./\\.}( |\$)" "$FS_ROOT/CHANGELOG.md" || { echo "CHANGELOG.md: no entry for $v" >&2; return 1; }
 }
 
+# pg_regress: the Makefile's REGRESS list (and the packaging files' version)
+suite_regress() {
+    check_packaging || return 1
+    suite_servers regress
+    suite_make installcheck ISOLATION= TAP_TESTS= || { show_diffs "$TESTS"; return 1; }
+}
+
+# pg_isolation_regress: every spec of test/isolation/specs
 suite_isolation() {
-    local out="$work/isolation" specs
-    suite_conf isolation
-    specs=$(cd "$TESTS/test/isolation/specs" && ls ./*.spec | sed 's|^\./||; s|\.spec$||' | sort)
-    fs_as_pg mkdir -p "$out"
-    # shellcheck disable=SC2086
-    fs_as_pg "$PGXS_DIR/src/test/isolation/pg_isolation_regress" \
-        --temp-instance="$out/instance" --temp-config="$SUITE_CONF" \
-        --port="$(fs_free_port)" --bindir="$PG_BIN" \
-        --inputdir="$TESTS/test/isolation" --outputdir="$out" --dbname=flashsale_isolation \
-        --load-extension=flashsale $specs || { show_diffs "$out"; return 1; }
+    suite_servers isolation
+    suite_make installcheck REGRESS= TAP_TESTS= || { show_diffs "$TESTS/output_iso"; return 1; }
 }
 
 suite_stress() {
@@ -76,13 +91,10 @@ suite_stress() {
 }
 
 # TAP tests (PostgreSQL::Test::Cluster): crashes, restarts, the worker.
-# Each test starts its own Redis (test/t/FlashsaleTest.pm).
+# Each test starts its own PostgreSQL and Redis (test/t/FlashsaleTest.pm).
 suite_tap() {
-    local out="$work/tap"
-    fs_as_pg mkdir -p "$out"
-    (cd "$out" && fs_as_pg env TESTDIR="$out" FS_ROOT="$TESTS" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
-        prove --timer -I "$PGXS_DIR/src/test/perl" -I "$TESTS/test/t" "$TESTS"/test/t/*.pl) \
-        || { find "$out" -name 'regress_log_*' -exec tail -n 60 {} \; >&2; return 1; }
+    suite_make prove_installcheck PROVE_FLAGS=--timer \
+        || { find "$TESTS/tmp_check" -name 'regress_log_*' -exec tail -n 60 {} \; >&2; return 1; }
 }
 
 for s in "${SUITES[@]}"; do
@@ -97,5 +109,8 @@ done
 
 echo
 [ $failed -eq 0 ] || echo "failed suites: ${failures[*]}"
-echo "suites: $passed passed, $failed failed"
+pg=$("$PG_BIN/postgres" --version | awk '{print $3}')
+os=$(. /etc/os-release && echo "${PRETTY_NAME:-unknown system}")
+os=${os%% (*}   # "Debian GNU/Linux 12", without "(bookworm)"
+echo "suites: $passed passed, $failed failed (PostgreSQL $pg, $os)"
 [ $failed -eq 0 ]
