@@ -84,9 +84,11 @@ like($h->{stderr}, qr/FS020/, 'force: the old holder no longer holds it (FS020)'
 $h->{stderr} = '';
 
 # ================================================================ the worker's memory
-# 8 watchdog leases of 150 ms: a renewal every 50 ms each, for 10 s.
+# 8 watchdog leases of 600 ms: a renewal every 200 ms each, for 10 s (short
+# enough for 400 renewals, long enough that a busy 2-core machine delaying
+# the worker by a few hundred ms does not lose them).
 my $worker = (worker_pids($node))[0];
-$h->query_safe('SET flashsale.redis_lock_watchdog_lease = 150');
+$h->query_safe('SET flashsale.redis_lock_watchdog_lease = 600');
 $h->query_safe("SELECT count(flashsale.redis_lock_session('mem' || i)) FROM generate_series(1, 8) i");
 
 sub worker_total
@@ -112,7 +114,7 @@ note "worker $worker memory: $before bytes, then $after_mem bytes 10 s later";
 ok(defined $before && defined $after_mem, 'memory: two readings of the worker\'s contexts');
 cmp_ok(abs($after_mem - $before), '<', 32 * 1024,
 	sprintf('memory: flat over 10 s of renewals (%+d bytes)', $after_mem - $before));
-is($renewed->{held}, 't', 'memory: the 150 ms leases were renewed meanwhile');
+is($renewed->{held}, 't', 'memory: the 600 ms leases were renewed meanwhile');
 
 # ================================================================ watchdog lease, holder stopped, then killed
 $h->query_safe('SET flashsale.redis_lock_watchdog_lease = 1000');
