@@ -77,6 +77,20 @@ fs_as_pg() {
     fi
 }
 
+# Run a command that leaves a daemon behind without the caller's open files
+# beyond stdin, stdout and stderr: a daemon that outlives a killed run must
+# not keep, say, a lock file the caller held with flock.
+fs_no_inherit() {
+    (
+        local fd
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+        done
+        "$@"
+    )
+}
+
 fs_tmpdir() {
     local d
     d=$(mktemp -d "$FS_TMP_ROOT/XXXXXX")
@@ -114,7 +128,7 @@ fs_pg_start() {
         for line in "$@"; do echo "$line"; done
     } | fs_as_pg tee -a "$dir/postgresql.conf" >/dev/null
     FS_CLUSTERS+=("$dir")
-    fs_as_pg pg_ctl -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
+    fs_no_inherit fs_as_pg pg_ctl -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
 }
 
 fs_pg_stop() {
@@ -140,7 +154,7 @@ FS_REDISES=()
 fs_redis_start() {
     local dir=$1 port=$2
     mkdir -p "$dir"
-    redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --dir "$dir" \
+    fs_no_inherit redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --dir "$dir" \
         --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
         --save '' --appendonly no >/dev/null
     FS_REDISES+=("$dir")
