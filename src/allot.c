@@ -151,12 +151,6 @@ fs_allot_shmem_init(void)
 						  &info, HASH_ELEM | HASH_BLOBS);
 }
 
-bool
-fs_allot_available(void)
-{
-	return table != NULL;
-}
-
 static void
 require_table(void)
 {

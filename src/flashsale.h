@@ -70,7 +70,6 @@ typedef struct FsAllotRow
 } FsAllotRow;
 extern Size fs_allot_shmem_size(void);
 extern void fs_allot_shmem_init(void);
-extern bool fs_allot_available(void);
 extern FsAllot *fs_allot_get(Oid gen, int64 product, char *(*pool_key) (int64 product));
 extern void fs_allot_unpin(FsAllot *a);
 extern bool fs_allot_short_known(Oid gen, int64 product, int64 qty, int64 *left);

@@ -137,28 +137,29 @@ static MemoryContext xact_cxt = NULL;
 static List *takes = NIL;
 static List *dirty = NIL;
 
-/* "<system identifier>.<database>.<flashsale.stock's relfilenode>": see the top */
-static Oid	current_gen = InvalidOid;
-
+/* The generation of this database's stock keys: flashsale.stock's relfilenode. */
 Oid
 fs_stock_generation(void)
 {
-	fs_extension_table("stock", NULL, &current_gen);
-	return current_gen;
+	Oid			gen;
+
+	fs_extension_table("stock", NULL, &gen);
+	return gen;
 }
 
+/* "<system identifier>.<database>.<generation>": see the top */
 static const char *
-installation(void)
+installation(Oid gen)
 {
 	static Oid	node = InvalidOid;
 	static Oid	dbid = InvalidOid;
 	static char ident[64];
 
-	if (current_gen != node || dbid != MyDatabaseId)
+	if (gen != node || dbid != MyDatabaseId)
 	{
 		snprintf(ident, sizeof(ident), "%llu.%u.%u",
-				 (unsigned long long) GetSystemIdentifier(), MyDatabaseId, current_gen);
-		node = current_gen;
+				 (unsigned long long) GetSystemIdentifier(), MyDatabaseId, gen);
+		node = gen;
 		dbid = MyDatabaseId;
 	}
 	return ident;
@@ -168,8 +169,8 @@ installation(void)
 char *
 fs_stock_key(int64 product)
 {
-	(void) fs_stock_generation();
-	return psprintf("%sstock:%s:{%lld}", fs_key_prefix, installation(), (long long) product);
+	return psprintf("%sstock:%s:{%lld}", fs_key_prefix, installation(fs_stock_generation()),
+					(long long) product);
 }
 
 bool
