@@ -10,6 +10,7 @@ OBJS        = src/flashsale.o src/errors.o src/subxact.o src/owner.o src/spi.o s
               src/redis.o src/lua.o \
               src/allot.o \
               src/coupon.o src/stock.o src/named_locks.o src/redis_locks.o src/redis_call.o \
+              src/throttle_local.o src/throttle.o \
               src/sync.o src/worker.o
 DATA        = $(wildcard flashsale--*.sql)
 PGFILEDESC  = "flashsale - flash-sale primitives for PostgreSQL"

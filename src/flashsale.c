@@ -184,6 +184,8 @@ _PG_init(void)
 						 "Each takes about 560 bytes. Empty idle allotments are forgotten.",
 						 &fs_max_allotments);
 
+	/* first: its abort callbacks run last (throttle.c) */
+	fs_throttle_init();
 	fs_stock_init();
 	fs_redis_locks_init();
 	fs_named_locks_init();

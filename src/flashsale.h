@@ -13,7 +13,7 @@
 #include "pg_compat.h"
 
 /* the library's version; flashsale.control's default_version must match */
-#define FS_VERSION "1.6"
+#define FS_VERSION "1.7"
 
 /* ---- GUCs (flashsale.c) ---- */
 extern int	fs_lock_timeout_ms;
@@ -113,6 +113,29 @@ extern void fs_redis_locks_init(void);
 extern Size fs_redis_locks_shmem_size(void);
 extern void fs_redis_locks_shmem_init(void);
 extern long fs_redis_locks_renew(void);
+
+/* ---- rate limits: throttle(), once() (throttle.c) and throttle_local() (throttle_local.c) ---- */
+#define FS_THROTTLE_KEY_MAX 256		/* bytes of a rate-limit or once() key */
+/* one GCRA limit, in microseconds (throttle.c computes it from the arguments) */
+typedef struct FsGcra
+{
+	double		interval;		/* T: period / count */
+	int64		tolerance;		/* T x (max_burst + 1), rounded down */
+	int64		increment;		/* T x quantity, rounded up; above tolerance: never */
+} FsGcra;
+typedef struct FsGcraResult
+{
+	bool		allowed;
+	int64		remaining;
+	int64		retry_after;	/* -1: none (allowed, or never) */
+	int64		reset_after;
+} FsGcraResult;
+extern int	fs_max_throttle_keys;
+extern void fs_throttle_init(void);
+extern Size fs_throttle_local_shmem_size(void);
+extern void fs_throttle_local_shmem_init(void);
+extern void fs_throttle_local_admit(const char *key, const FsGcra *g, FsGcraResult *r);
+extern void fs_throttle_local_refund(Oid db, const char *key, int64 increment);
 
 typedef struct FsSyncCounts
 {
@@ -275,5 +298,8 @@ extern FsScript fs_script_lock_release;
 extern FsScript fs_script_lock_renew;
 extern FsScript fs_script_lock_check;
 extern FsScript fs_script_lock_info;
+extern FsScript fs_script_throttle;
+extern FsScript fs_script_throttle_refund;
+extern FsScript fs_script_once_release;
 
 #endif							/* FLASHSALE_H */

@@ -15,3 +15,6 @@ FsScript	fs_script_lock_release = {"lock_release", fs_lua_lock_release, fs_lua_l
 FsScript	fs_script_lock_renew = {"lock_renew", fs_lua_lock_renew, fs_lua_lock_renew_sha};
 FsScript	fs_script_lock_check = {"lock_check", fs_lua_lock_check, fs_lua_lock_check_sha};
 FsScript	fs_script_lock_info = {"lock_info", fs_lua_lock_info, fs_lua_lock_info_sha};
+FsScript	fs_script_throttle = {"throttle", fs_lua_throttle, fs_lua_throttle_sha};
+FsScript	fs_script_throttle_refund = {"throttle_refund", fs_lua_throttle_refund, fs_lua_throttle_refund_sha};
+FsScript	fs_script_once_release = {"once_release", fs_lua_once_release, fs_lua_once_release_sha};

@@ -1,7 +1,8 @@
 /*
  * shmem.c: flashsale's shared memory (only when preloaded): the worker's
  * state, the registry of lock names, the registry of Redis locks, the
- * allotments of stock (allot.c) and the latch that wakes the worker.  The
+ * allotments of stock (allot.c), throttle_local's keys (throttle_local.c)
+ * and the latch that wakes the worker.  The
  * latch lives here, with the shared state, so that whoever needs the worker
  * awake (a new Redis lock whose lease it must renew) sets it without calling
  * into the worker's file.  The
@@ -40,8 +41,9 @@ fs_shmem_request(void)
 													  fs_redis_locks_shmem_size()),
 											 MAXALIGN(sizeof(FsShared))),
 									fs_allot_shmem_size()));
-	/* the lock names, the Redis locks, the allotments */
-	RequestNamedLWLockTranche("flashsale", 3);
+	RequestAddinShmemSpace(fs_throttle_local_shmem_size());
+	/* the lock names, the Redis locks, the allotments, throttle_local's keys */
+	RequestNamedLWLockTranche("flashsale", 4);
 }
 
 static void
@@ -63,6 +65,7 @@ fs_shmem_startup(void)
 	fs_named_locks_shmem_init();
 	fs_redis_locks_shmem_init();
 	fs_allot_shmem_init();
+	fs_throttle_local_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
