@@ -337,7 +337,7 @@ limit_row(FunctionCallInfo fcinfo, int64 limit, const FsGcraResult *r)
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
 
-	InitMaterializedSRF(fcinfo, 0);
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	values[0] = BoolGetDatum(r == NULL || r->allowed);
 	values[1] = Int64GetDatum(limit);
 	if (r == NULL)

@@ -23,7 +23,8 @@ if now < allow_at then
 else
     ttl = new - now
     if inc > 0 then
-        redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.ceil(ttl / 1000))
+        -- (a number argument goes to Redis in a form tonumber() reads back exactly)
+        redis.call('SET', KEYS[1], new, 'PX', math.ceil(ttl / 1000))
     end
 end
 local remaining = 0
