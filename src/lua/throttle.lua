@@ -23,8 +23,10 @@ if now < allow_at then
 else
     ttl = new - now
     if inc > 0 then
-        -- (a number argument goes to Redis in a form tonumber() reads back exactly)
-        redis.call('SET', KEYS[1], new, 'PX', math.ceil(ttl / 1000))
+        -- (a number argument goes to Redis in a form tonumber() reads back
+        -- exactly; PXAT, an absolute expiry, is what Redis 7 would rewrite PX
+        -- into for its replicas and AOF anyway)
+        redis.call('SET', KEYS[1], new, 'PXAT', math.ceil(new / 1000))
     end
 end
 local remaining = 0

@@ -11,6 +11,6 @@ local new = tat - tonumber(ARGV[1])
 if new <= now then
     redis.call('DEL', KEYS[1])
 else
-    redis.call('SET', KEYS[1], new, 'PX', math.ceil((new - now) / 1000))
+    redis.call('SET', KEYS[1], new, 'PXAT', math.ceil(new / 1000))
 end
 return 1
