@@ -189,6 +189,15 @@ fs_throttle_local_admit(const char *key, const FsGcra *g, FsGcraResult *r)
 	make_key(&k, MyDatabaseId, key);
 	LWLockAcquire(shared->lock, LW_SHARED);
 	e = hash_search(table, &k, HASH_FIND, NULL);
+	if (e == NULL && g->increment == 0)
+	{
+		/* a probe of an unknown key: a full burst, and nothing to remember */
+		int64		tat = now;
+
+		LWLockRelease(shared->lock);
+		gcra_step(g, &tat, now, r);
+		return;
+	}
 	if (e == NULL)
 	{
 		LWLockRelease(shared->lock);
