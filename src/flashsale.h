@@ -129,13 +129,14 @@ typedef struct FsGcraResult
 	int64		remaining;
 	int64		retry_after;	/* -1: none (allowed, or never) */
 	int64		reset_after;
+	int64		tat;			/* allowed: the key's TAT this admission left */
 } FsGcraResult;
 extern int	fs_max_throttle_keys;
 extern void fs_throttle_init(void);
 extern Size fs_throttle_local_shmem_size(void);
 extern void fs_throttle_local_shmem_init(void);
 extern void fs_throttle_local_admit(const char *key, const FsGcra *g, FsGcraResult *r);
-extern void fs_throttle_local_refund(Oid db, const char *key, int64 increment);
+extern void fs_throttle_local_refund(Oid db, const char *key, int64 increment, int64 tat);
 
 typedef struct FsSyncCounts
 {

@@ -19,7 +19,8 @@
  * admission is remembered until the transaction ends: a rollback, or the
  * rollback of the savepoint it was made under, gives its increment back (a
  * business limit, "3 orders per member per minute", should not count orders
- * that failed).  Without it the attempt counts whatever happens (abuse
+ * that failed): the part of it still ahead of now, since the part already
+ * past was paid for by time and later admissions may have used it.  Without it the attempt counts whatever happens (abuse
  * protection).  once(key, ttl) is always bound: a rolled-back transaction
  * releases the key, if it is still this call's, so that the retry passes.
  * The give-backs run in the abort callbacks, within redis.c's fixed
@@ -82,6 +83,7 @@ typedef struct Pending
 	Oid			db;				/* PENDING_LOCAL */
 	char	   *key;			/* the Redis key, or throttle_local's key */
 	int64		increment;
+	int64		tat;			/* the TAT the admission left */
 	char	   *token;			/* PENDING_ONCE */
 } Pending;
 
@@ -127,19 +129,22 @@ add_pending(Pending *p)
 static void
 give_back(Pending *p)
 {
-	char		inc[32];
-	const char *argv[2];
+	char		inc[32],
+				tat[32];
+	const char *argv[3];
 
 	switch (p->kind)
 	{
 		case PENDING_LOCAL:
-			fs_throttle_local_refund(p->db, p->key, p->increment);
+			fs_throttle_local_refund(p->db, p->key, p->increment, p->tat);
 			break;
 		case PENDING_THROTTLE:
 			snprintf(inc, sizeof(inc), INT64_FORMAT, p->increment);
+			snprintf(tat, sizeof(tat), INT64_FORMAT, p->tat);
 			argv[0] = p->key;
 			argv[1] = inc;
-			fs_redis_free(fs_redis_script(&fs_script_throttle_refund, 1, 2, argv, NULL, false));
+			argv[2] = tat;
+			fs_redis_free(fs_redis_script(&fs_script_throttle_refund, 1, 3, argv, NULL, false));
 			break;
 		case PENDING_ONCE:
 			argv[0] = p->key;
@@ -454,19 +459,21 @@ fs_throttle(PG_FUNCTION_ARGS)
 		drop_pending(p);
 		return limit_row(fcinfo, limit, NULL);
 	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4)
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5)
 		bad_reply("throttle");
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		if (reply->element[i]->type != REDIS_REPLY_INTEGER)
 			bad_reply("throttle");
 	r.allowed = reply->element[0]->integer == 1;
 	r.remaining = reply->element[1]->integer;
 	r.retry_after = reply->element[2]->integer;
 	r.reset_after = reply->element[3]->integer;
+	r.tat = reply->element[4]->integer;
 	fs_redis_free(reply);
 	if (p && r.allowed && g.increment > 0)
 	{
 		p->increment = g.increment;
+		p->tat = r.tat;
 		add_pending(p);
 	}
 	else
@@ -493,6 +500,7 @@ fs_throttle_local(PG_FUNCTION_ARGS)
 	{
 		p->db = MyDatabaseId;
 		p->increment = g.increment;
+		p->tat = r.tat;
 		add_pending(p);
 	}
 	else

@@ -107,6 +107,7 @@ gcra_step(const FsGcra *g, int64 *tat, int64 now, FsGcraResult *r)
 		ttl = next - now;
 		*tat = next;
 	}
+	r->tat = *tat;
 	r->remaining = g->tolerance - ttl > 0 ? (int64) floor((g->tolerance - ttl) / g->interval) : 0;
 	r->reset_after = ttl;
 }
@@ -229,17 +230,21 @@ fs_throttle_local_admit(const char *key, const FsGcra *g, FsGcraResult *r)
 }
 
 /*
- * Give back an admission's increment (its transaction or savepoint rolled
- * back): shared memory only, nothing that can fail.  Nothing when the key
- * was evicted since.
+ * Give back an admission (its transaction or savepoint rolled back), as
+ * src/lua/throttle_refund.lua does: of the increment, only the part still
+ * ahead of now (tat, the TAT the admission left, minus now); the part
+ * already past was paid for by time, and giving it back would free capacity
+ * later admissions used.  Shared memory only, nothing that can fail.
+ * Nothing when the key was evicted since.
  */
 void
-fs_throttle_local_refund(Oid db, const char *key, int64 increment)
+fs_throttle_local_refund(Oid db, const char *key, int64 increment, int64 tat)
 {
 	ThrottleKey k;
 	ThrottleEntry *e;
+	int64		back = Min(increment, tat - (int64) GetCurrentTimestamp());
 
-	if (table == NULL)
+	if (table == NULL || back <= 0)
 		return;
 	make_key(&k, db, key);
 	LWLockAcquire(shared->lock, LW_SHARED);
@@ -247,7 +252,7 @@ fs_throttle_local_refund(Oid db, const char *key, int64 increment)
 	if (e != NULL)
 	{
 		SpinLockAcquire(&e->mutex);
-		e->tat -= increment;
+		e->tat -= back;
 		SpinLockRelease(&e->mutex);
 	}
 	LWLockRelease(shared->lock);

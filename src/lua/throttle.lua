@@ -3,9 +3,10 @@
 -- KEYS[1] the key's TAT
 -- ARGV[1] emission interval T in microseconds (period / count; may have a
 --         fraction), ARGV[2] delay variation tolerance T x (max_burst + 1),
---         rounded down, ARGV[3] the increment, T x quantity rounded up (any
+--         rounded up, ARGV[3] the increment, T x quantity rounded up (any
 --         value above ARGV[2] when the quantity can never be allowed)
--- Returns {allowed 1/0, remaining, retry_after us (-1: none), reset_after us}.
+-- Returns {allowed 1/0, remaining, retry_after us (-1: none), reset_after us,
+-- the TAT the call left (what a refund needs)}.
 -- The time is Redis' (TIME), never a client's: every caller of every
 -- instance sees one clock.  Nothing is written when limited or for quantity 0.
 local t = redis.call('TIME')
@@ -16,12 +17,14 @@ if tat < now then tat = now end
 local new = tat + inc
 local allow_at = new - dvt
 local allowed, retry, ttl = 1, -1, 0
+local left = tat
 if now < allow_at then
     allowed = 0
     if inc <= dvt then retry = allow_at - now end
     ttl = tat - now
 else
     ttl = new - now
+    left = new
     if inc > 0 then
         -- (a number argument goes to Redis in a form tonumber() reads back
         -- exactly; PXAT, an absolute expiry, is what Redis 7 would rewrite PX
@@ -31,4 +34,4 @@ else
 end
 local remaining = 0
 if dvt - ttl > 0 then remaining = math.floor((dvt - ttl) / T) end
-return {allowed, remaining, retry, ttl}
+return {allowed, remaining, retry, ttl, left}
