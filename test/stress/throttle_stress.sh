@@ -25,6 +25,9 @@
 #    transactions; the once keys in Redis are exactly the keys some
 #    committed transaction got true for, each with a ttl of at most an hour;
 #    once() on those answers false, on every other key true (released);
+#  - a refund comes after its admission's debt was paid by time (the
+#    savepoint rolled back 1.3 s after admitting 1 s worth): nothing is
+#    given back, so a later admission's debt is intact;
 #  - Redis stopped: throttle() and once() fail with SQLSTATE 08001 naming
 #    the address, within flashsale.redis_connect_timeout (500 ms) + margin;
 #    with flashsale.throttle_fail_open on they answer allowed (remaining
@@ -284,6 +287,24 @@ fs_check "once: other keys that do not answer true (not released)" "$wrong_free"
 check_true "once: keys left free, the rolled-back-only ones among them" "$free" test "$free" -ge 20
 
 #### 4. Redis down
+echo "-- a refund after the admission's debt was paid by time"
+# A savepoint admits 10 (a burst of 10, 10 a second: 1 s of debt), 1.3 s pass,
+# another 10 are admitted (the first debt is paid), then the savepoint rolls
+# back: nothing of the first admission is ahead of now, so nothing is given
+# back, and the second one's debt (0.7 s or more) leaves 0 remaining, where a
+# whole refund would leave 10.
+for fn in throttle throttle_local; do
+    fs_check "late refund: $fn" "$(fs_psql "$port" "
+        BEGIN;
+        SAVEPOINT a;
+        SELECT allowed FROM flashsale.$fn('late', 9, 10, '1 s', 10, true);
+        SELECT pg_sleep(1.3);
+        SELECT allowed FROM flashsale.$fn('late', 9, 10, '1 s', 10);
+        ROLLBACK TO a;
+        SELECT allowed, remaining FROM flashsale.$fn('late', 9, 10, '1 s', 0);
+        COMMIT" | tr '\n' ' ')" "BEGIN SAVEPOINT t  t ROLLBACK t|0 COMMIT "
+done
+
 echo "-- Redis stopped"
 fs_psql "$port" "SELECT allowed FROM flashsale.throttle('up', 10, 1, '1 s')" >/dev/null
 # A statement in a new backend. Sets OUT, STATE (SQLSTATE or ok), DETAIL, MS.
