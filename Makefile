@@ -28,7 +28,7 @@ LUA_SCRIPTS = $(sort $(wildcard src/lua/*.lua))
 # isolation spec, then the TAP tests (which start their own servers: run them as a
 # user other than root).  PG_ABS_SRCDIR (the --inputdir) lets the regress files
 # include test/sql/*.sql.
-REGRESS        = install coupon stock redis_conn sync locks redis_locks limits upgrade \
+REGRESS        = install coupon stock redis_conn sync locks redis_locks throttle limits upgrade \
                  security upgrade_all
 REGRESS_OPTS   = --encoding=UTF8
 ISOLATION      = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))
