@@ -15,6 +15,9 @@
 #   fs_stack_start [conf lines...]  a Redis and a PostgreSQL pointed at it, flashsale created:
 #                     sets dir, port (PostgreSQL) and rport (Redis)
 #   fs_check NAME ACTUAL EXPECTED   prints ok:/FAIL:, a FAIL sets fail=1
+#   fs_now_ms         the wall clock in milliseconds
+#   fs_top PGOPTIONS SQL   SQL in a new backend against $port, at top level: sets OUT
+#                     (output and errors, verbose), STATE (SQLSTATE or "ok"), DETAIL, MS
 # Everything started through these is stopped by fs_cleanup (an EXIT trap).
 
 set -euo pipefail
@@ -222,3 +225,19 @@ fs_cleanup() {
     fi
 }
 trap fs_cleanup EXIT
+
+fs_now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
+
+# SQL in a new backend (against $port), at top level: its failure aborts the
+# transaction.  Sets OUT (psql's output and errors, verbose), STATE (the
+# SQLSTATE, or "ok"), DETAIL (the first one) and MS (wall clock).
+fs_top() { # pgoptions sql
+    local t0
+    t0=$(fs_now_ms)
+    OUT=$(fs_as_pg env PGOPTIONS="$1" psql -X -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose \
+        -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "$2" 2>&1) || true
+    MS=$(( $(fs_now_ms) - t0 ))
+    STATE=$(sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\): .*/\1/p' <<< "$OUT" | head -1)
+    DETAIL=$(sed -n 's/^DETAIL:  //p' <<< "$OUT" | head -1)
+    [ -n "$STATE" ] || STATE=ok
+}

@@ -77,25 +77,10 @@ check_true() { # name condition-description bash-test...
         fail=1
     fi
 }
-now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
-
-# A statement in a new backend, at top level (its failure aborts the
-# transaction: the abort callback gives back). Sets OUT (psql's output and
-# errors, verbose), STATE (SQLSTATE or "ok"), DETAIL, MS (wall clock).
-top() { # pgoptions sql
-    local t0
-    t0=$(now_ms)
-    OUT=$(fs_as_pg env PGOPTIONS="$1" psql -X -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose \
-        -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "$2" 2>&1) || true
-    MS=$(( $(now_ms) - t0 ))
-    STATE=$(sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\): .*/\1/p' <<< "$OUT" | head -1)
-    DETAIL=$(sed -n 's/^DETAIL:  //p' <<< "$OUT" | head -1)
-    [ -n "$STATE" ] || STATE=ok
-}
 
 # A decrement that must fail with class 08 naming the address, within max_ms.
 expect_08() { # name pgoptions sql address max_ms
-    top "$2" "$3"
+    fs_top "$2" "$3"
     echo "   $1: $(grep -m1 '^ERROR' <<< "$OUT" || echo "$OUT") / $DETAIL (${MS} ms)"
     check_true "$1 fails with class 08" "$STATE" eval '[[ $STATE == 08* ]]'
     ADDR=$4
@@ -104,7 +89,7 @@ expect_08() { # name pgoptions sql address max_ms
 }
 
 decrement_ok() { # name [pgoptions]
-    top "${2:-}" "SELECT flashsale.decrement_stock(1)"
+    fs_top "${2:-}" "SELECT flashsale.decrement_stock(1)"
     if [ "$STATE" = ok ]; then expected=$((expected - 1)); fi
     fs_check "$1: decrement_stock(1)" "$OUT" "$expected"
 }
@@ -253,10 +238,10 @@ hang() { # how: pause (CLIENT PAUSE 3000) or stop (SIGSTOP for 3 s); returns at 
         kill -STOP "$(redis_pid)"
         ( sleep 3; kill -CONT "$(redis_pid)" ) &
     fi
-    HANG_END=$(( $(now_ms) + 3000 ))
+    HANG_END=$(( $(fs_now_ms) + 3000 ))
 }
 await_unhung() {
-    local left=$(( HANG_END - $(now_ms) ))
+    local left=$(( HANG_END - $(fs_now_ms) ))
     [ "$left" -le 0 ] || sleep "$(awk "BEGIN { print $left / 1000 }")"
     # one PING answered means Redis is serving again; then let queued work drain
     fs_redis "$rport" PING >/dev/null
@@ -291,7 +276,7 @@ for how in pause stop; do
 
     # in a subtransaction (savepoint abort path)
     hang "$how"
-    top "$HT" "SELECT attempt('hung $how, subtransaction', 'SELECT flashsale.decrement_stock(1)')"
+    fs_top "$HT" "SELECT attempt('hung $how, subtransaction', 'SELECT flashsale.decrement_stock(1)')"
     r=$(step "hung $how, subtransaction" "coalesce(sqlstate, 'ok') || ' ' || ms")
     if [ "$(step "hung $how, subtransaction" "result IS NOT NULL")" = t ]; then expected=$((expected - 1)); fi
     echo "   hung ($how), subtransaction: $r ms"
@@ -305,7 +290,7 @@ echo "-- statement_timeout interrupts a call waiting on a hung Redis"
 # redis_timeout is long: only the statement_timeout can end the wait; the
 # abort's clean-up is bounded by the connect timeout.
 hang stop
-top "-c flashsale.redis_timeout=10000 -c flashsale.redis_connect_timeout=300 -c statement_timeout=400" \
+fs_top "-c flashsale.redis_timeout=10000 -c flashsale.redis_connect_timeout=300 -c statement_timeout=400" \
     "SELECT flashsale.decrement_stock(1)"
 echo "   statement_timeout: $(grep -m1 '^ERROR' <<< "$OUT") (${MS} ms)"
 fs_check "statement_timeout: SQLSTATE" "$STATE" 57014
@@ -324,7 +309,7 @@ echo "-- ROLLBACK on a hung Redis with the session's timeouts at 1 h: the clean-
 drain
 ( sleep 1; kill -STOP "$(redis_pid)"; sleep 6; kill -CONT "$(redis_pid)" ) &
 stopper=$!
-top "-c flashsale.redis_timeout=3600000 -c flashsale.redis_connect_timeout=3600000" \
+fs_top "-c flashsale.redis_timeout=3600000 -c flashsale.redis_connect_timeout=3600000" \
     "BEGIN; SELECT flashsale.decrement_stock(1); SELECT flashsale.redis_lock('rollback-hung', 2000); SELECT pg_sleep(2); ROLLBACK;"
 echo "   rollback on a hung Redis: ${MS} ms in all (2,000 of them asleep)"
 fs_check "rollback on a hung Redis: SQLSTATE" "$STATE" ok

@@ -61,7 +61,6 @@ check_true() { # name shown bash-test...
         fail=1
     fi
 }
-now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
 
 # pgbench: run, print its summary, check every transaction went through
 bench() { # label transactions(-t, or "" for -T) seconds clients scripts...
@@ -308,16 +307,6 @@ done
 echo "-- Redis stopped"
 fs_psql "$port" "SELECT allowed FROM flashsale.throttle('up', 10, 1, '1 s')" >/dev/null
 # A statement in a new backend. Sets OUT, STATE (SQLSTATE or ok), DETAIL, MS.
-top() { # pgoptions sql
-    local t0
-    t0=$(now_ms)
-    OUT=$(fs_as_pg env PGOPTIONS="$1" psql -X -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose \
-        -h 127.0.0.1 -p "$port" -U postgres -d postgres -c "$2" 2>&1) || true
-    MS=$(( $(now_ms) - t0 ))
-    STATE=$(sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\): .*/\1/p' <<< "$OUT" | head -1)
-    DETAIL=$(sed -n 's/^DETAIL:  //p' <<< "$OUT" | head -1)
-    [ -n "$STATE" ] || STATE=ok
-}
 CT="-c flashsale.redis_connect_timeout=500"
 ADDR="127.0.0.1:$rport"
 
@@ -377,31 +366,31 @@ fs_check "rollbacks while down: throttle_local given back" \
 
 for q in "SELECT allowed FROM flashsale.throttle('down', 10, 1, '1 s')" \
          "SELECT flashsale.once('down-once', '1 hour')"; do
-    top "$CT" "$q"
+    fs_top "$CT" "$q"
     echo "   $q: $(grep -m1 '^ERROR' <<< "$OUT" || echo "$OUT") / $DETAIL (${MS} ms)"
     fs_check "down: $q: SQLSTATE" "$STATE" 08001
     check_true "down: $q: names $ADDR" "$DETAIL" eval '[[ "$OUT" == *"$ADDR"* ]]'
     check_true "down: $q: within 500 + 1000 ms" "${MS} ms" test "$MS" -lt 1500
 done
-top "$CT -c flashsale.throttle_fail_open=on" \
+fs_top "$CT -c flashsale.throttle_fail_open=on" \
     "SELECT allowed, \"limit\", remaining IS NULL, reset_after IS NULL FROM flashsale.throttle('down', 10, 1, '1 s')"
 fs_check "down, fail open: throttle (allowed, limit, remaining NULL, reset_after NULL)" "$OUT" "t|11|t|t"
-top "$CT -c flashsale.throttle_fail_open=on" "SELECT flashsale.once('down-once', '1 hour')"
+fs_top "$CT -c flashsale.throttle_fail_open=on" "SELECT flashsale.once('down-once', '1 hour')"
 fs_check "down, fail open: once" "$OUT" t
-top "$CT -c flashsale.throttle_fail_open=on" "
+fs_top "$CT -c flashsale.throttle_fail_open=on" "
     BEGIN; SELECT allowed FROM flashsale.throttle('down', 10, 1, '1 s', 1, true); SELECT flashsale.once('down-once', '1 hour');
     ROLLBACK"
 fs_check "down, fail open: a refundable admission and a once() rolled back" "$STATE $(tr '\n' ' ' <<< "$OUT")" \
     "ok BEGIN t t ROLLBACK "
-top "$CT" "SELECT string_agg(allowed::text || '/' || remaining, ',')
+fs_top "$CT" "SELECT string_agg(allowed::text || '/' || remaining, ',')
            FROM generate_series(1, 3) g, LATERAL flashsale.throttle_local('down-local-2', 1, 1, '1 hour', 1 + 0 * g)"
 fs_check "down: throttle_local works" "$OUT" "true/1,true/0,false/0"
 
 echo "-- Redis restarted"
 fs_redis_start "$dir/redis" "$rport"
-top "$CT" "SELECT allowed, remaining FROM flashsale.throttle('down', 10, 1, '1 s')"
+fs_top "$CT" "SELECT allowed, remaining FROM flashsale.throttle('down', 10, 1, '1 s')"
 fs_check "back: throttle" "$OUT" "t|10"
-top "$CT" "SELECT flashsale.once('down-once', '1 hour'), flashsale.once('down-once', '1 hour')"
+fs_top "$CT" "SELECT flashsale.once('down-once', '1 hour'), flashsale.once('down-once', '1 hour')"
 fs_check "back: once, twice" "$OUT" "t|f"
 
 exit $fail
