@@ -125,6 +125,23 @@ add_pending(Pending *p)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * After an admission: remember p (refund_on_rollback) when the call was
+ * allowed and took something, else forget it.
+ */
+static void
+keep_admission(Pending *p, const FsGcra *g, const FsGcraResult *r)
+{
+	if (p && r->allowed && g->increment > 0)
+	{
+		p->increment = g->increment;
+		p->tat = r->tat;
+		add_pending(p);
+	}
+	else
+		drop_pending(p);
+}
+
 /* Give p back (abort callbacks: nothing may throw). */
 static void
 give_back(Pending *p)
@@ -470,14 +487,7 @@ fs_throttle(PG_FUNCTION_ARGS)
 	r.reset_after = reply->element[3]->integer;
 	r.tat = reply->element[4]->integer;
 	fs_redis_free(reply);
-	if (p && r.allowed && g.increment > 0)
-	{
-		p->increment = g.increment;
-		p->tat = r.tat;
-		add_pending(p);
-	}
-	else
-		drop_pending(p);
+	keep_admission(p, &g, &r);
 	return limit_row(fcinfo, limit, &r);
 }
 
@@ -494,17 +504,12 @@ fs_throttle_local(PG_FUNCTION_ARGS)
 
 	limit_args(fcinfo, &g, &limit, &refund);
 	if (refund)
-		p = new_pending(PENDING_LOCAL, key);
-	fs_throttle_local_admit(key, &g, &r);
-	if (p && r.allowed && g.increment > 0)
 	{
+		p = new_pending(PENDING_LOCAL, key);
 		p->db = MyDatabaseId;
-		p->increment = g.increment;
-		p->tat = r.tat;
-		add_pending(p);
 	}
-	else
-		drop_pending(p);
+	fs_throttle_local_admit(key, &g, &r);
+	keep_admission(p, &g, &r);
 	return limit_row(fcinfo, limit, &r);
 }
 
