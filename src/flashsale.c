@@ -40,6 +40,8 @@ char	   *fs_redis_host = NULL;
 int			fs_redis_port = 6379;
 char	   *fs_redis_user = NULL;
 char	   *fs_redis_password = NULL;
+char	   *fs_redis_sentinels = NULL;
+char	   *fs_redis_sentinel_master = NULL;
 int			fs_redis_database = 0;
 int			fs_redis_connect_timeout_ms = 1000;
 int			fs_redis_timeout_ms = 1000;
@@ -136,6 +138,16 @@ _PG_init(void)
 							   &fs_redis_password, "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
 							   check_redis_password, NULL, NULL);
+	DefineCustomStringVariable("flashsale.redis_sentinels",
+							   "Redis Sentinels to ask for the master, as host:port,host:port,...",
+							   "When set, flashsale.redis_host and flashsale.redis_port are not used: every new "
+							   "connection asks the sentinels for flashsale.redis_sentinel_master.",
+							   &fs_redis_sentinels, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("flashsale.redis_sentinel_master",
+							   "Name of the master the sentinels watch (SENTINEL get-master-addr-by-name).",
+							   NULL, &fs_redis_sentinel_master, "mymaster",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("flashsale.redis_database",
 							"Redis database number (SELECT).",
 							NULL, &fs_redis_database, 0, 0, 1000000,

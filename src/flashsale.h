@@ -22,6 +22,8 @@ extern char *fs_redis_host;
 extern int	fs_redis_port;
 extern char *fs_redis_user;
 extern char *fs_redis_password;
+extern char *fs_redis_sentinels;
+extern char *fs_redis_sentinel_master;
 extern int	fs_redis_database;
 extern int	fs_redis_connect_timeout_ms;
 extern int	fs_redis_timeout_ms;

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <hiredis/hiredis.h>
 
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
@@ -102,9 +103,29 @@ call_deadline(int ms)
 	return deadline;
 }
 
+/*
+ * Sentinel (flashsale.redis_sentinels and flashsale.redis_sentinel_master):
+ * the master's address as the sentinels last told it, this backend's; empty
+ * until a connection resolved it.  Every new connection resolves it again,
+ * so a connection lost to a failover, or told READONLY by a demoted master,
+ * finds the new master.
+ */
+static char master_host[256];
+static int	master_port;
+
+static bool
+use_sentinels(void)
+{
+	return fs_redis_sentinels && fs_redis_sentinels[0];
+}
+
 char *
 fs_redis_address(void)
 {
+	if (use_sentinels())
+		return master_host[0] ? psprintf("%s:%d (master \"%s\")", master_host, master_port,
+										 fs_redis_sentinel_master)
+			: psprintf("master \"%s\" of sentinels %s", fs_redis_sentinel_master, fs_redis_sentinels);
 	return psprintf("%s:%d", fs_redis_host, fs_redis_port);
 }
 
@@ -115,8 +136,10 @@ current_settings(void)
 	const char *user = fs_redis_user ? fs_redis_user : "";
 
 	/* the user's length keeps "a|b" + "c" apart from "a" + "b|c" */
-	return psprintf("%s|%d|%d|%zu:%s|%s", fs_redis_host, fs_redis_port, fs_redis_database,
-					strlen(user), user, fs_redis_password ? fs_redis_password : "");
+	return psprintf("%s|%d|%d|%zu:%s|%s|%s|%s", fs_redis_host, fs_redis_port, fs_redis_database,
+					strlen(user), user, fs_redis_password ? fs_redis_password : "",
+					fs_redis_sentinels ? fs_redis_sentinels : "",
+					fs_redis_sentinel_master ? fs_redis_sentinel_master : "");
 }
 
 static void
@@ -278,15 +301,18 @@ authenticate(FsConn *c, TimestampTz deadline, char **err)
 	return setup_command(c, argc, argv, deadline, err);
 }
 
+/*
+ * Open c to host:port and log in (not SELECT: a sentinel has no databases),
+ * by the deadline.
+ */
 static FsFailure
-connect_redis(FsConn *c, char **err)
+open_conn(FsConn *c, const char *host, int port, TimestampTz deadline, char **err)
 {
-	TimestampTz deadline = call_deadline(fs_redis_connect_timeout_ms);
 	int			soerr = 0;
 	socklen_t	len = sizeof(soerr);
 
 	discard(c);
-	c->ctx = redisConnectNonBlock(fs_redis_host, fs_redis_port);
+	c->ctx = redisConnectNonBlock(host, port);
 	if (c->ctx == NULL)
 	{
 		*err = pstrdup("out of memory");
@@ -309,6 +335,120 @@ connect_redis(FsConn *c, char **err)
 	}
 	if (!authenticate(c, deadline, err))
 		return FS_AUTH;
+	return FS_OK;
+}
+
+/* One command of the sentinel protocol: its reply, or NULL and *err. */
+static redisReply *
+ask(FsConn *c, int argc, const char **argv, TimestampTz deadline, char **err)
+{
+	redisReply *r = roundtrip(c, argc, argv, NULL, deadline, err);
+
+	if (r && r->type == REDIS_REPLY_ERROR)
+	{
+		*err = psprintf("%s: %s", argv[0], r->str);
+		freeReplyObject(r);
+		return NULL;
+	}
+	return r;
+}
+
+/*
+ * Connect c to the master as the sentinels name it, the way their client
+ * guidelines say: ask each sentinel in turn (each within the connect
+ * timeout) for SENTINEL get-master-addr-by-name, connect to that address and
+ * check with ROLE that it is a master (a failover may be under way); the
+ * first that answers so wins.  *err says what each one answered otherwise.
+ */
+static FsFailure
+connect_master(FsConn *c, TimestampTz deadline, char **err)
+{
+	char	   *list = pstrdup(fs_redis_sentinels);
+	char	   *save = NULL;
+	StringInfoData why;
+	FsFailure	failure = FS_CONNECT;
+
+	initStringInfo(&why);
+	for (char *item = strtok_r(list, ", ", &save); item; item = strtok_r(NULL, ", ", &save))
+	{
+		char	   *colon = strrchr(item, ':');
+		char	   *e = NULL;
+		const char *get[] = {"SENTINEL", "get-master-addr-by-name", fs_redis_sentinel_master};
+		const char *role[] = {"ROLE"};
+		TimestampTz one = Min(deadline, call_deadline(fs_redis_connect_timeout_ms));
+		redisReply *r;
+		char		host[sizeof(master_host)];
+		int			port;
+		FsFailure	f;
+
+		if (colon == NULL || colon == item || colon[1] == '\0')
+		{
+			appendStringInfo(&why, "%s%s: not host:port", why.len ? "; " : "", item);
+			continue;
+		}
+		*colon = '\0';
+		f = open_conn(c, item, atoi(colon + 1), one, &e);
+		r = f == FS_OK ? ask(c, 3, get, one, &e) : NULL;
+		*colon = ':';
+		if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+			r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+		{
+			if (f == FS_AUTH)
+				failure = FS_AUTH;
+			appendStringInfo(&why, "%s%s: %s", why.len ? "; " : "", item,
+							 e ? e : r && r->type == REDIS_REPLY_NIL ? "does not know the master"
+							 : "unexpected reply");
+			if (r)
+				freeReplyObject(r);
+			continue;
+		}
+		strlcpy(host, r->element[0]->str, sizeof(host));
+		port = atoi(r->element[1]->str);
+		freeReplyObject(r);
+		discard(c);
+		f = open_conn(c, host, port, one, &e);
+		r = f == FS_OK ? ask(c, 1, role, one, &e) : NULL;
+		if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+			r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0)
+		{
+			freeReplyObject(r);
+			strlcpy(master_host, host, sizeof(master_host));
+			master_port = port;
+			pfree(list);
+			return FS_OK;
+		}
+		if (f == FS_AUTH)
+			failure = FS_AUTH;
+		appendStringInfo(&why, "%s%s named %s:%d, which %s", why.len ? "; " : "", item, host, port,
+						 e ? e : "is not a master (ROLE)");
+		if (r)
+			freeReplyObject(r);
+	}
+	pfree(list);
+	*err = why.len ? why.data : pstrdup("no sentinel in flashsale.redis_sentinels");
+	return failure;
+}
+
+static FsFailure
+connect_redis(FsConn *c, char **err)
+{
+	TimestampTz deadline = call_deadline(fs_redis_connect_timeout_ms);
+	FsFailure	f;
+
+	if (use_sentinels())
+	{
+		/* every sentinel gets the connect timeout: the whole resolution, one per sentinel */
+		int			n = 1;
+
+		for (const char *p = fs_redis_sentinels; *p; p++)
+			n += *p == ',';
+		deadline = call_deadline(fs_redis_connect_timeout_ms * Min(n, 16));
+		f = connect_master(c, deadline, err);
+	}
+	else
+		f = open_conn(c, fs_redis_host, fs_redis_port, deadline, err);
+	if (f != FS_OK)
+		return f;
 	if (fs_redis_database != 0)
 	{
 		char		db[16];
@@ -435,9 +575,23 @@ conn_command(FsConn *c, int argc, const char **argv, const size_t *lens, bool th
 	if (failure == FS_OK)
 	{
 		reply = roundtrip(c, argc, argv, lens, call_deadline(fs_redis_timeout_ms), &err);
+		if (reply && use_sentinels() && reply->type == REDIS_REPLY_ERROR &&
+			strncmp(reply->str, "READONLY", 8) == 0)
+		{
+			/*
+			 * A master demoted by a failover: nothing was done.  Once more on
+			 * the master the sentinels name now.
+			 */
+			freeReplyObject(reply);
+			discard(c);
+			failure = ensure_connected(c, &err);
+			reply = failure != FS_OK ? NULL
+				: roundtrip(c, argc, argv, lens, call_deadline(fs_redis_timeout_ms), &err);
+		}
 		if (reply)
 			return copy_reply(reply);
-		failure = FS_CALL;
+		if (failure == FS_OK)
+			failure = FS_CALL;
 	}
 	if (cleanup_depth > 0)
 		cleanup_failed = true;
