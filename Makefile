@@ -7,7 +7,7 @@ MODULE_big  = flashsale
 # the foundation, then the Redis transport and its scripts, the features, the sync pass and the worker
 OBJS        = src/flashsale.o src/errors.o src/subxact.o src/owner.o src/spi.o src/advisory.o \
               src/table.o src/shmem.o \
-              src/redis.o src/lua.o \
+              src/tls.o src/redis.o src/lua.o \
               src/allot.o \
               src/coupon.o src/stock.o src/named_locks.o src/redis_locks.o src/redis_call.o \
               src/throttle_local.o src/throttle.o \
@@ -18,6 +18,11 @@ PGFILEDESC  = "flashsale - flash-sale primitives for PostgreSQL"
 PG_CONFIG  ?= pg_config
 PG_CFLAGS  += -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
 SHLIB_LINK += -lhiredis
+# TLS where the platform's hiredis has it (1.x with hiredis_ssl: Debian 13); src/tls.c
+ifneq ($(wildcard /usr/include/hiredis/hiredis_ssl.h),)
+PG_CPPFLAGS += -DFS_HAVE_TLS
+SHLIB_LINK  += -lhiredis_ssl -lssl -lcrypto
+endif
 EXTRA_CLEAN = src/lua_scripts.h
 LUA_SCRIPTS = $(sort $(wildcard src/lua/*.lua))
 

@@ -40,7 +40,7 @@ fs_debian_pg_major() {
 PG_MAJOR=${FS_PG_MAJOR:-$(fs_debian_pg_major)}
 PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 PGXS_DIR=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs
-FS_PACKAGES="make gcc libc6-dev postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libhiredis-dev redis-server libipc-run-perl"
+FS_PACKAGES="make gcc libc6-dev postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libhiredis-dev redis-server libipc-run-perl openssl"
 
 FS_CLUSTERS=()
 # every temp dir of this script lives below one root, removed at exit

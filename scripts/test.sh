@@ -92,8 +92,9 @@ suite_stress() {
 
 # TAP tests (PostgreSQL::Test::Cluster): crashes, restarts, the worker.
 # Each test starts its own PostgreSQL and Redis (test/t/FlashsaleTest.pm).
+# FS_PROVE_TESTS="test/t/160_sentinel.pl ..." runs only those.
 suite_tap() {
-    suite_make prove_installcheck PROVE_FLAGS=--timer \
+    suite_make prove_installcheck PROVE_FLAGS=--timer ${FS_PROVE_TESTS:+PROVE_TESTS="$FS_PROVE_TESTS"} \
         || { find "$TESTS/tmp_check" -name 'regress_log_*' -exec tail -n 60 {} \; >&2; return 1; }
 }
 

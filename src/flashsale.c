@@ -196,6 +196,7 @@ _PG_init(void)
 						 "Each takes about 560 bytes. Empty idle allotments are forgotten.",
 						 &fs_max_allotments);
 
+	fs_tls_init();
 	/* first: its abort callbacks run last (throttle.c) */
 	fs_throttle_init();
 	fs_stock_init();

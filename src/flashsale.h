@@ -291,6 +291,17 @@ extern void fs_redis_listen(const char *channel);
 extern void fs_redis_unsubscribe(void);
 extern FsReply *fs_redis_late_reply(void);
 
+/* TLS (tls.c): where hiredis has it (FS_HAVE_TLS) */
+struct redisContext;
+typedef struct FsTls FsTls;
+extern bool fs_redis_tls;
+extern void fs_tls_init(void);
+extern char *fs_tls_settings(void);
+extern FsTls *fs_tls_begin(const char *host, char **err);
+extern bool fs_tls_attach(FsTls *t, struct redisContext *ctx, char **err);
+extern int	fs_tls_handshake(FsTls *t, char **err);
+extern void fs_tls_end(FsTls *t);
+
 /* the scripts (lua.c) */
 extern FsScript fs_script_lease;
 extern FsScript fs_script_giveback;

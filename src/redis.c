@@ -136,10 +136,10 @@ current_settings(void)
 	const char *user = fs_redis_user ? fs_redis_user : "";
 
 	/* the user's length keeps "a|b" + "c" apart from "a" + "b|c" */
-	return psprintf("%s|%d|%d|%zu:%s|%s|%s|%s", fs_redis_host, fs_redis_port, fs_redis_database,
+	return psprintf("%s|%d|%d|%zu:%s|%s|%s|%s|%s", fs_redis_host, fs_redis_port, fs_redis_database,
 					strlen(user), user, fs_redis_password ? fs_redis_password : "",
 					fs_redis_sentinels ? fs_redis_sentinels : "",
-					fs_redis_sentinel_master ? fs_redis_sentinel_master : "");
+					fs_redis_sentinel_master ? fs_redis_sentinel_master : "", fs_tls_settings());
 }
 
 static void
@@ -302,6 +302,47 @@ authenticate(FsConn *c, TimestampTz deadline, char **err)
 }
 
 /*
+ * TLS on c's connected socket: tls.c makes the session and hands it to
+ * hiredis, this waits for the socket as the handshake asks.  A failure
+ * leaves the session to hiredis' context, which the caller discards.
+ */
+static bool
+start_tls(FsConn *c, const char *host, TimestampTz deadline, char **err)
+{
+	FsTls	   *volatile t = fs_tls_begin(host, err);
+	volatile bool ok;
+
+	if (t == NULL)
+		return false;
+	ok = fs_tls_attach(t, c->ctx, err);
+	PG_TRY();
+	{
+		while (ok)
+		{
+			int			wait = fs_tls_handshake(t, err);
+
+			if (wait == 0)
+				break;
+			if (wait < 0)
+				ok = false;
+			else if (!wait_socket(c, wait, deadline))
+			{
+				*err = psprintf("TLS: timed out in the handshake after %d ms", fs_redis_connect_timeout_ms);
+				ok = false;
+			}
+		}
+	}
+	PG_CATCH();
+	{
+		fs_tls_end(t);			/* interrupted */
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	fs_tls_end(t);
+	return ok;
+}
+
+/*
  * Open c to host:port and log in (not SELECT: a sentinel has no databases),
  * by the deadline.
  */
@@ -333,6 +374,8 @@ open_conn(FsConn *c, const char *host, int port, TimestampTz deadline, char **er
 		*err = pstrdup(strerror(soerr ? soerr : errno));
 		return FS_CONNECT;
 	}
+	if (fs_redis_tls && !start_tls(c, host, deadline, err))
+		return FS_CONNECT;
 	if (!authenticate(c, deadline, err))
 		return FS_AUTH;
 	return FS_OK;
