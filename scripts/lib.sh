@@ -40,7 +40,15 @@ fs_debian_pg_major() {
 PG_MAJOR=${FS_PG_MAJOR:-$(fs_debian_pg_major)}
 PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 PGXS_DIR=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs
-FS_PACKAGES="make gcc libc6-dev postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libhiredis-dev redis-server libipc-run-perl openssl"
+# The server the suites run against: Redis, or Valkey (FS_REDIS_FLAVOR=valkey,
+# Debian 13 and later), which the scripts and tests then call by Redis' names
+# (redis-server, redis-cli: links in /usr/local/bin made by fs_install_deps).
+FS_REDIS_FLAVOR=${FS_REDIS_FLAVOR:-redis}
+case "$FS_REDIS_FLAVOR" in
+    valkey) FS_REDIS_PACKAGES="valkey-server valkey-tools" ;;
+    *) FS_REDIS_PACKAGES=redis-server ;;
+esac
+FS_PACKAGES="make gcc libc6-dev postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR libhiredis-dev $FS_REDIS_PACKAGES libipc-run-perl openssl"
 
 FS_CLUSTERS=()
 # every temp dir of this script lives below one root, removed at exit
@@ -62,6 +70,14 @@ fs_install_deps() {
     fi
     # the Debian package may start a "main" cluster and a redis service; we use our own
     # servers on our own ports and leave those alone.
+    if [ "$FS_REDIS_FLAVOR" = valkey ]; then
+        local tool
+        for tool in server cli benchmark; do
+            if ! command -v "redis-$tool" >/dev/null; then
+                ln -sf "/usr/bin/valkey-$tool" "/usr/local/bin/redis-$tool"
+            fi
+        done
+    fi
 }
 
 fs_build() {

@@ -113,5 +113,6 @@ echo
 pg=$("$PG_BIN/postgres" --version | awk '{print $3}')
 os=$(. /etc/os-release && echo "${PRETTY_NAME:-unknown system}")
 os=${os%% (*}   # "Debian GNU/Linux 12", without "(bookworm)"
-echo "suites: $passed passed, $failed failed (PostgreSQL $pg, $os)"
+server=$(redis-server --version | awk '{ sub(/^v=/, "", $3); print $1, $3 }')   # "Redis 7.0.15", "Valkey 8.1.1"
+echo "suites: $passed passed, $failed failed (PostgreSQL $pg, $os, $server)"
 [ $failed -eq 0 ]

@@ -3,6 +3,8 @@
 # Debian releases flashsale supports, as root:
 #   trixie   Debian 13, PostgreSQL 17, hiredis 1.2, Redis 8
 #   sid      Debian unstable, PostgreSQL 18
+#   trixie-valkey   Debian 13 with Valkey 8 instead of Redis (a chroot of its
+#            own: FS_REDIS_FLAVOR=valkey in scripts/lib.sh)
 # Each chroot is made with debootstrap from the Debian mirror this machine's
 # apt already uses (read from its sources; no host name is written here),
 # once, under $FS_CHROOT_DIR (default /srv/flashsale-chroots), and reused.
@@ -87,8 +89,11 @@ failed=0
 summary=()
 for release in "${RELEASES[@]}"; do
     root="$BASE/$release"
+    suite=${release%%-*}                   # trixie-valkey: Debian trixie ...
+    flavor=redis
+    [ "$suite" = "$release" ] || flavor=${release#*-}   # ... with Valkey
     t0=$SECONDS
-    if ! make_chroot "$release" "$root"; then
+    if ! make_chroot "$suite" "$root"; then
         summary+=("$release: could not be bootstrapped")
         failed=$((failed + 1))
         continue
@@ -99,13 +104,14 @@ for release in "${RELEASES[@]}"; do
     (cd "$FS_ROOT" && git ls-files -co --exclude-standard | tar -cf - -T -) | tar -x -C "$root/flashsale"
     log "$release: scripts/test.sh ${SUITES[*]:-(all suites)}"
     out="$BASE/$release.log"
-    if chroot "$root" bash -c 'cd /flashsale && bash scripts/test.sh "$@"' _ "${SUITES[@]}" > "$out" 2>&1; then
+    if chroot "$root" env FS_REDIS_FLAVOR="$flavor" \
+        bash -c 'cd /flashsale && bash scripts/test.sh "$@"' _ "${SUITES[@]}" > "$out" 2>&1; then
         rc=0
     else
         rc=$?
     fi
     unmount_all
-    # "suites: N passed, N failed (PostgreSQL x.y, system)"
+    # "suites: N passed, N failed (PostgreSQL x.y, system, server)"
     line=$(grep -E '^suites: [0-9]+ passed, [0-9]+ failed' "$out" | tail -1 || true)
     if [ "$rc" = 0 ]; then
         passed=$((passed + 1))
