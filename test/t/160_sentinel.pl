@@ -138,7 +138,7 @@ like($err, qr/127\.0\.0\.1:$sports[0]: .*127\.0\.0\.1:$sports[2]: /s,
 
 # ---- a sale, the master killed in the middle of it
 sale_setup($node, $UNITS);
-my $bench = pgbench_start($node, clients => 16, duration => 25, rate => 300,
+my $bench = pgbench_start($node, clients => 16, duration => 15, rate => 300,
 	scripts => [ buy_retry => 9, rollback_retry => 1 ]);
 ok(wait_mid_sale($bench, $UNITS * 7 / 10), 'sale under way (70 % left)');
 my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM orders');
