@@ -9,7 +9,9 @@
 #  3. a restock after a sell-out is sold at once: 64 clients ask a sold-out
 #     product (answered from shared memory); set_stock gives it 5 units and
 #     restore_stock 1 more: exactly 6 orders, the first within 100 ms of the
-#     restock's commit.
+#     restock's commit, the restored one within 100 ms of the restore's.  The
+#     buyers run 3 s past the restore: on a loaded 2-core machine two psql
+#     start-ups took more than the 1 s margin this had before.
 source "$(dirname "$0")/../../scripts/lib.sh"
 
 CLIENTS=${CLIENTS:-64}
@@ -88,25 +90,32 @@ fs_check "products where db_left <> left or in_flight <> 0" "$(fs_psql "$port" "
       AND (db_left IS DISTINCT FROM \"left\" OR in_flight <> 0)")" 0
 
 # ---- 3. a restock after a sell-out, sold at once
-echo "-- 3. $CLIENTS clients ask sold-out product 9 for 3 s; at 1 s set_stock(9, 5), at 2 s restore_stock(9, 1)"
-fs_as_pg pgbench -n -h 127.0.0.1 -p "$port" -U postgres -c "$CLIENTS" -j 2 -T 3 -D p=9 \
+echo "-- 3. $CLIENTS clients ask sold-out product 9 for 5 s; at 1 s set_stock(9, 5), at 2 s restore_stock(9, 1)"
+fs_as_pg pgbench -n -h 127.0.0.1 -p "$port" -U postgres -c "$CLIENTS" -j 2 -T 5 -D p=9 \
     -f "$dir/buy.sql" postgres > "$dir/pgbench.out" 2>&1 &
 bench=$!
+# a statement, then the same session reads the clock: that statement's commit time (or just after)
+commit_time() {
+    printf '%s\n' "$1" "SELECT clock_timestamp();" |
+        fs_as_pg psql -X -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres | tail -1
+}
 sleep 1
-# set_stock commits, then the same session reads the clock: the restock's commit time (or just after)
-restocked=$(printf '%s\n' "SELECT flashsale.set_stock(9, 5) IS NULL;" "SELECT clock_timestamp();" |
-    fs_as_pg psql -X -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres | tail -1)
+restocked=$(commit_time "SELECT flashsale.set_stock(9, 5) IS NULL;")
 sleep 1
 # restore_stock gives back at most what was sold since set_stock: 5 were
-fs_psql "$port" "SELECT flashsale.restore_stock(9, 1)" >/dev/null
+restored=$(commit_time "SELECT flashsale.restore_stock(9, 1);")
 rc=0
 wait "$bench" || rc=$?
 fs_check "pgbench exit status" "$rc" 0
 fs_check "orders of product 9" "$(fs_psql "$port" "SELECT count(*) FROM orders WHERE product_id = 9")" 6
-first_ms=$(fs_psql "$port" "SELECT round(extract(epoch FROM min(at) - '$restocked'::timestamptz) * 1000)
-                            FROM orders WHERE product_id = 9")
-echo "   first restocked unit sold ${first_ms} ms after set_stock committed (negative: before the clock was read)"
+read -r first_ms last_ms < <(fs_psql "$port" "
+    SELECT round(extract(epoch FROM min(at) - '$restocked'::timestamptz) * 1000) || ' ' ||
+           round(extract(epoch FROM max(at) - '$restored'::timestamptz) * 1000)
+      FROM orders WHERE product_id = 9")
+echo "   first restocked unit sold ${first_ms} ms after set_stock committed, the restored one ${last_ms} ms after restore_stock did"
+echo "   (negative: before the clock was read)"
 fs_check "first restocked unit sold within 100 ms" "$(( first_ms < 100 ))" 1
+fs_check "restored unit sold within 100 ms" "$(( last_ms < 100 ))" 1
 fs_check "product 9 stock_level" "$(fs_psql "$port" "SELECT flashsale.stock_level(9)")" 0
 
 exit $fail

@@ -40,8 +40,8 @@ ok(wait_mid_sale($bench, $UNITS * 6 / 10), 'sale under way (60 % left)');
 
 # a pgbench backend in a transaction that has an xid (it has decremented
 # or is about to)
-my $victim = pgbench_victim($node);
-ok(defined $victim, 'picked a pgbench backend in a transaction')
+my $victim = pgbench_victim($node, $bench);
+ok(defined $victim, 'picked a busy pgbench backend')
   or BAIL_OUT('no pgbench backend to kill');
 note "victim: pid $victim";
 

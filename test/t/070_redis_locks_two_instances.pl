@@ -356,8 +356,9 @@ my ($s72, $pid72) = session($A);
 my $owner71 = expected_owner($B, $pid71);
 my $owner72 = expected_owner($A, $pid72);
 $s71->query_safe('SET statement_timeout = 300');
-send_async($s71, "SELECT flashsale.redis_lock('$NAME', 30000, 10000);");
+# the clock is read before sending: the server's timer may start before this process runs again
 my $t71 = time();
+send_async($s71, "SELECT flashsale.redis_lock('$NAME', 30000, 10000);");
 queue_is('7. W1 (node B, statement_timeout 300 ms, wait 10 s) queued', $owner71);
 send_async($s72, waiter_sql('S7-W2', 20000, 0));
 queue_is('7. W2 (node A) queued behind it', $owner71, $owner72);

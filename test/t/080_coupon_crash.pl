@@ -26,8 +26,8 @@ my $bench = pgbench_start(
 ok(poll_sql($node, 'SELECT count(*) >= 3000 FROM flashsale.member_coupon', 't', 60),
 	'sale under way (3000 issued)');
 
-my $victim = pgbench_victim($node);
-ok(defined $victim, 'picked a pgbench backend in a transaction')
+my $victim = pgbench_victim($node, $bench);
+ok(defined $victim, 'picked a busy pgbench backend')
   or BAIL_OUT('no pgbench backend to kill');
 
 my $log_offset = -s $node->logfile;

@@ -44,8 +44,8 @@ my $before = allot_fields($node);
 like($before->{e}, qr/^\d+$/, "Redis records this instance's epoch ($before->{e})");
 cmp_ok($before->{h}, '>=', $OUT, "and that it holds units ($before->{h} at its last call)");
 
-my $victim = pgbench_victim($node);
-ok(defined $victim, 'picked a pgbench backend in a transaction')
+my $victim = pgbench_victim($node, $bench);
+ok(defined $victim, 'picked a busy pgbench backend')
   or BAIL_OUT('no pgbench backend to kill');
 my $log_offset = -s $node->logfile;
 ok(kill('KILL', $victim), "kill -9 $victim");

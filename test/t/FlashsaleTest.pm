@@ -516,21 +516,34 @@ sub system_identifier
 		'SELECT system_identifier FROM pg_control_system()');
 }
 
-# pgbench_victim(node): the pid of a pgbench backend in a transaction that
-# has an xid (it has written or is about to), waiting up to 30 s; undef if none.
+# pgbench_victim(node, run): the pid of a pgbench backend in a transaction
+# that has an xid (it has written or is about to) if one shows within 10 s,
+# else of one that is busy (within 20 s more); undef if none, and then
+# pgbench's output so far is noted.
 sub pgbench_victim
 {
-	my ($node) = @_;
+	my ($node, $run) = @_;
 	my $victim;
-	wait_until(
-		sub {
-			my ($ok, $out) = psql_raw($node,
-				"SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench'"
-				  . " AND backend_xid IS NOT NULL LIMIT 1");
-			$victim = $out if $ok && $out =~ /^\d+$/;
-			return defined $victim;
-		},
-		30);
+	# in a transaction (an xid: units in flight) if one shows within 10 s,
+	# else any busy pgbench backend: the crash restart is what is tested
+	for my $cond ('backend_xid IS NOT NULL', "state <> 'idle'")
+	{
+		wait_until(
+			sub {
+				my ($ok, $out) = psql_raw($node,
+					"SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench'"
+					  . " AND $cond LIMIT 1");
+				$victim = $out if $ok && $out =~ /^\d+$/;
+				return defined $victim;
+			},
+			$cond =~ /xid/ ? 10 : 20);
+		last if defined $victim;
+	}
+	if (!defined $victim && $run)
+	{
+		$run->{h}->pump_nb if $run->{h}->pumpable;
+		Test::More::note("no pgbench backend; pgbench so far:\n$run->{out}$run->{err}");
+	}
 	return $victim;
 }
 
