@@ -7,7 +7,7 @@ MODULE_big  = flashsale
 # the foundation, then the Redis transport and its scripts, the features, the sync pass and the worker
 OBJS        = src/flashsale.o src/errors.o src/subxact.o src/owner.o src/spi.o src/advisory.o \
               src/table.o src/shmem.o \
-              src/tls.o src/redis.o src/lua.o \
+              src/tls.o src/cluster.o src/redis.o src/lua.o \
               src/allot.o \
               src/coupon.o src/stock.o src/named_locks.o src/redis_locks.o src/redis_call.o \
               src/throttle_local.o src/throttle.o \

@@ -64,3 +64,20 @@ SELECT count(*) FROM pg_db_role_setting WHERE array_to_string(setconfig, ',') LI
 ALTER SYSTEM SET flashsale.redis_password = 'x';
 ALTER SYSTEM RESET flashsale.redis_password;
 DROP ROLE fs_app;
+
+-- flashsale.redis_cluster against a Redis that is not a cluster: class 08, the reply in the detail,
+-- nothing changed; off again, the same connection settings work
+SET flashsale.redis_cluster = on;
+DO $$
+DECLARE st text; msg text; det text;
+BEGIN
+    PERFORM flashsale.stock_level(20);
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    RAISE NOTICE '% % / %', st, msg, regexp_replace(det, ':[0-9]+', ':PORT', 'g');
+END $$;
+RESET flashsale.redis_cluster;
+SELECT flashsale.stock_level(20);
+-- a brace in key_prefix would be the keys' hash tag: refused
+SELECT pg_temp.try($$SET flashsale.key_prefix = 'shop{1}:'$$);
+SHOW flashsale.key_prefix;

@@ -42,6 +42,7 @@ char	   *fs_redis_user = NULL;
 char	   *fs_redis_password = NULL;
 char	   *fs_redis_sentinels = NULL;
 char	   *fs_redis_sentinel_master = NULL;
+bool		fs_redis_cluster = false;
 int			fs_redis_database = 0;
 int			fs_redis_connect_timeout_ms = 1000;
 int			fs_redis_timeout_ms = 1000;
@@ -70,6 +71,12 @@ check_key_prefix(char **newval, void **extra, GucSource source)
 	{
 		GUC_check_errdetail("It is %zu bytes long; the limit is %d.", strlen(*newval),
 							FS_KEY_PREFIX_MAX);
+		return false;
+	}
+	if (*newval && strpbrk(*newval, "{}"))
+	{
+		/* the keys' hash tags follow the prefix: a brace in it would be the tag */
+		GUC_check_errdetail("It contains a brace; flashsale's keys use braces for Redis Cluster hash tags.");
 		return false;
 	}
 	return true;
@@ -148,6 +155,13 @@ _PG_init(void)
 							   "Name of the master the sentinels watch (SENTINEL get-master-addr-by-name).",
 							   NULL, &fs_redis_sentinel_master, "mymaster",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("flashsale.redis_cluster",
+							 "Whether Redis is a Redis Cluster.",
+							 "When on, flashsale.redis_host and flashsale.redis_port name a seed node: "
+							 "flashsale reads the slot map from it and sends each call to the master of "
+							 "its keys' hash slot.",
+							 &fs_redis_cluster, false,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("flashsale.redis_database",
 							"Redis database number (SELECT).",
 							NULL, &fs_redis_database, 0, 0, 1000000,

@@ -291,6 +291,18 @@ extern void fs_redis_listen(const char *channel);
 extern void fs_redis_unsubscribe(void);
 extern FsReply *fs_redis_late_reply(void);
 
+/* ---- Redis Cluster's slot map (cluster.c): no I/O, redis.c's ---- */
+extern bool fs_redis_cluster;
+extern int	fs_cluster_key_slot(const char *key, size_t len);
+extern int	fs_cluster_command_slot(int argc, const char **argv, const size_t *lens);
+extern bool fs_cluster_slot_node(int slot, const char **host, int *port);
+extern bool fs_cluster_map_source(int i, const char **host, int *port);
+extern bool fs_cluster_map_wanted(void);
+extern void fs_cluster_map_suspect(void);
+extern void fs_cluster_forget(void);
+extern bool fs_cluster_load(const FsReply *r, const char *answered_host, char **err);
+extern int	fs_cluster_redirect(const char *err, char *host, size_t hostlen, int *port);
+
 /* TLS (tls.c): where hiredis has it (FS_HAVE_TLS) */
 struct redisContext;
 typedef struct FsTls FsTls;

@@ -20,6 +20,18 @@
  * failed, timed out or was interrupted mid-call is discarded and reopened on
  * the next call.  Failures are SQLSTATE class 08 with the address in the
  * detail; callers that must not raise (transaction callbacks) get NULL.
+ *
+ * The server is one address, the master the sentinels name
+ * (flashsale.redis_sentinels), or a Redis Cluster (flashsale.redis_cluster):
+ * then each kind of connection is a small set, one per node as calls need
+ * them (at most FS_NODE_CONNS, the least recently used closed beyond), and
+ * a call goes where cluster.c's slot map says its first key lives; MOVED
+ * (the map learns it) and ASK (ASKING first, this once) are followed, and
+ * TRYAGAIN and CLUSTERDOWN (a slot mid-migration, a failover under way)
+ * retried for as long as flashsale.redis_timeout allows.  A redirection
+ * means the command was not run, so retrying it is safe; a call that broke
+ * on the wire is not retried (it may have run), it fails with class 08 and
+ * the next call reads the map again.
  */
 #include "flashsale.h"
 
@@ -43,11 +55,25 @@ typedef struct FsConn
 	WaitEventSet *wes;			/* latch, postmaster death, the socket */
 	int			sock_pos;		/* the socket's event in wes */
 	int			sock_events;	/* what it waits for now */
+	char		host[256];		/* cluster: the node it is open to */
+	int			port;
+	uint64		used;			/* cluster: when it was last used */
 } FsConn;
 
-static FsConn cmd_conn;			/* commands and scripts */
+/* A kind of connection: one, or one per cluster node (up to FS_NODE_CONNS). */
+#define FS_NODE_CONNS 16
+typedef struct FsConnSet
+{
+	FsConn		conn[FS_NODE_CONNS];
+	FsConn	   *last;			/* the one the last command went to */
+} FsConnSet;
+
+static FsConnSet cmd_set;		/* commands and scripts */
 static FsConn sub_conn;			/* SUBSCRIBE, for waiters of Redis locks */
-static FsConn call_conn;		/* redis_call */
+static FsConnSet call_set;		/* redis_call */
+static uint64 use_clock = 0;
+static char *map_settings = NULL;	/* the settings the slot map was read with */
+static char node_address[300];	/* cluster: the node of the last call, for messages */
 
 /* What went wrong: decides the SQLSTATE, message and hint of the error. */
 typedef enum FsFailure
@@ -122,6 +148,9 @@ use_sentinels(void)
 char *
 fs_redis_address(void)
 {
+	if (fs_redis_cluster)
+		return node_address[0] ? psprintf("%s (cluster node)", node_address)
+			: psprintf("%s:%d (cluster seed node)", fs_redis_host, fs_redis_port);
 	if (use_sentinels())
 		return master_host[0] ? psprintf("%s:%d (master \"%s\")", master_host, master_port,
 										 fs_redis_sentinel_master)
@@ -136,10 +165,11 @@ current_settings(void)
 	const char *user = fs_redis_user ? fs_redis_user : "";
 
 	/* the user's length keeps "a|b" + "c" apart from "a" + "b|c" */
-	return psprintf("%s|%d|%d|%zu:%s|%s|%s|%s|%s", fs_redis_host, fs_redis_port, fs_redis_database,
+	return psprintf("%s|%d|%d|%zu:%s|%s|%s|%s|%s|%d", fs_redis_host, fs_redis_port, fs_redis_database,
 					strlen(user), user, fs_redis_password ? fs_redis_password : "",
 					fs_redis_sentinels ? fs_redis_sentinels : "",
-					fs_redis_sentinel_master ? fs_redis_sentinel_master : "", fs_tls_settings());
+					fs_redis_sentinel_master ? fs_redis_sentinel_master : "", fs_tls_settings(),
+					(int) fs_redis_cluster);
 }
 
 static void
@@ -472,13 +502,31 @@ connect_master(FsConn *c, TimestampTz deadline, char **err)
 	return failure;
 }
 
+/*
+ * Open c to the server, logged in and on flashsale.redis_database: to the
+ * configured address or the master the sentinels name, or, in a cluster,
+ * to the node host:port.
+ */
 static FsFailure
-connect_redis(FsConn *c, char **err)
+connect_redis(FsConn *c, const char *host, int port, char **err)
 {
 	TimestampTz deadline = call_deadline(fs_redis_connect_timeout_ms);
 	FsFailure	f;
 
-	if (use_sentinels())
+	if (fs_redis_cluster)
+	{
+		if (use_sentinels())
+		{
+			*err = pstrdup("flashsale.redis_cluster is on and flashsale.redis_sentinels is set, "
+						   "and a deployment is one or the other");
+			return FS_CONNECT;
+		}
+		snprintf(node_address, sizeof(node_address), "%s:%d", host, port);
+		f = open_conn(c, host, port, deadline, err);
+		strlcpy(c->host, host, sizeof(c->host));
+		c->port = port;
+	}
+	else if (use_sentinels())
 	{
 		/* every sentinel gets the connect timeout: the whole resolution, one per sentinel */
 		int			n = 1;
@@ -492,6 +540,7 @@ connect_redis(FsConn *c, char **err)
 		f = open_conn(c, fs_redis_host, fs_redis_port, deadline, err);
 	if (f != FS_OK)
 		return f;
+	/* a cluster has database 0 only, and says so if asked for another */
 	if (fs_redis_database != 0)
 	{
 		char		db[16];
@@ -543,14 +592,20 @@ idle_conn_broken(FsConn *c)
 	return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
-/* Reuse the open connection if it is sound, else (re)connect. */
+/* Reuse the open connection if it is sound, else (re)connect (host: see connect_redis). */
 static FsFailure
-ensure_connected(FsConn *c, char **err)
+ensure_connected(FsConn *c, const char *host, int port, char **err)
 {
 	if (c->ctx && (c->busy || idle_conn_broken(c) ||
 				   strcmp(c->settings, current_settings()) != 0))
 		discard(c);
-	return c->ctx != NULL ? FS_OK : connect_redis(c, err);
+	if (c->ctx != NULL)
+	{
+		if (fs_redis_cluster)
+			snprintf(node_address, sizeof(node_address), "%s:%d", c->host, c->port);
+		return FS_OK;
+	}
+	return connect_redis(c, host, port, err);
 }
 
 static FsReply *
@@ -614,7 +669,7 @@ conn_command(FsConn *c, int argc, const char **argv, const size_t *lens, bool th
 
 	if (cleanup_depth > 0 && cleanup_failed)
 		return NULL;			/* stop at the first failure */
-	failure = ensure_connected(c, &err);
+	failure = ensure_connected(c, NULL, 0, &err);
 	if (failure == FS_OK)
 	{
 		reply = roundtrip(c, argc, argv, lens, call_deadline(fs_redis_timeout_ms), &err);
@@ -627,7 +682,7 @@ conn_command(FsConn *c, int argc, const char **argv, const size_t *lens, bool th
 			 */
 			freeReplyObject(reply);
 			discard(c);
-			failure = ensure_connected(c, &err);
+			failure = ensure_connected(c, NULL, 0, &err);
 			reply = failure != FS_OK ? NULL
 				: roundtrip(c, argc, argv, lens, call_deadline(fs_redis_timeout_ms), &err);
 		}
@@ -642,11 +697,225 @@ conn_command(FsConn *c, int argc, const char **argv, const size_t *lens, bool th
 	return NULL;
 }
 
+/* ---- Redis Cluster: one connection per node, calls routed by hash slot ---- */
+
+/* The set's connection to host:port, the least recently used one reused beyond FS_NODE_CONNS. */
+static FsConn *
+node_conn(FsConnSet *set, const char *host, int port)
+{
+	FsConn	   *pick = NULL;
+
+	for (int i = 0; i < FS_NODE_CONNS; i++)
+	{
+		FsConn	   *c = &set->conn[i];
+
+		if (c->ctx && c->port == port && strcmp(c->host, host) == 0)
+		{
+			pick = c;
+			break;
+		}
+		if (pick == NULL || (pick->ctx != NULL && (c->ctx == NULL || c->used < pick->used)))
+			pick = c;
+	}
+	if (pick->ctx && (pick->port != port || strcmp(pick->host, host) != 0))
+		discard(pick);
+	pick->used = ++use_clock;
+	return pick;
+}
+
+/*
+ * Read the slot map (CLUSTER SLOTS) from the seed node, else from any node
+ * seen so far, the first that answers.  False and *err when none did; a
+ * map that leaves slots without a master is kept (and read again soon).
+ */
+static bool
+read_map(FsConnSet *set, char **err)
+{
+	const char *host;
+	int			port;
+	const char *slots[] = {"CLUSTER", "SLOTS"};
+	StringInfoData why;
+
+	if (map_settings == NULL || strcmp(map_settings, current_settings()) != 0)
+	{
+		fs_cluster_forget();
+		if (map_settings)
+			pfree(map_settings);
+		map_settings = MemoryContextStrdup(TopMemoryContext, current_settings());
+	}
+	initStringInfo(&why);
+	for (int i = 0; fs_cluster_map_source(i, &host, &port); i++)
+	{
+		FsConn	   *c = node_conn(set, host, port);
+		char	   *e = NULL;
+		char		answered[256];
+		redisReply *r;
+		FsReply    *map;
+		bool		whole;
+
+		if (cleanup_depth > 0 && cleanup_failed)
+			break;
+		strlcpy(answered, host, sizeof(answered));
+		r = ensure_connected(c, host, port, &e) == FS_OK
+			? roundtrip(c, 2, slots, NULL, call_deadline(fs_redis_timeout_ms), &e) : NULL;
+		if (r == NULL)
+			discard(c);
+		else
+		{
+			map = copy_reply(r);
+			whole = fs_cluster_load(map, answered, &e);
+			fs_redis_free(map);
+			if (whole)
+				return true;
+		}
+		/* the seed is named by the error's address */
+		if (i == 0)
+			appendStringInfoString(&why, e);
+		else
+			appendStringInfo(&why, "; %s:%d: %s", answered, port, e);
+	}
+	node_address[0] = '\0';
+	*err = why.data;
+	return false;
+}
+
+/* Sleep a little before retrying TRYAGAIN or CLUSTERDOWN; false when the deadline would pass. */
+static bool
+retry_pause(TimestampTz deadline)
+{
+	const int	ms = 20;
+
+	if (TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline) <= ms)
+		return false;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	return true;
+}
+
+/*
+ * Run one command in the cluster, on the set's connection to the master of
+ * slot (-1: any node), following redirections; as conn_command otherwise.
+ */
+static FsReply *
+cluster_command(FsConnSet *set, int slot, int argc, const char **argv, const size_t *lens, bool throw)
+{
+	TimestampTz deadline = call_deadline(fs_redis_timeout_ms);
+	FsFailure	failure = FS_OK;
+	char	   *err = NULL;
+	char		ask_host[256];
+	int			ask_port = 0;
+	FsConn	   *c = NULL;
+
+	if (cleanup_depth > 0 && cleanup_failed)
+		return NULL;			/* stop at the first failure */
+	for (int hop = 0;; hop++)
+	{
+		const char *host;
+		int			port;
+		redisReply *reply;
+		char		to_host[256];
+		int			to_port;
+		int			kind;
+
+		/* a map that could not be read again is used as it was, if there is one */
+		if ((map_settings == NULL || strcmp(map_settings, current_settings()) != 0 ||
+			 fs_cluster_map_wanted()) && !read_map(set, &err) &&
+			!fs_cluster_slot_node(slot >= 0 ? slot : 0, &host, &port))
+		{
+			failure = FS_CONNECT;
+			break;
+		}
+		if (ask_port)
+		{
+			host = ask_host;
+			port = ask_port;
+		}
+		else if (!fs_cluster_slot_node(slot >= 0 ? slot : 0, &host, &port))
+		{
+			/* the map has no master for it: a cluster down, or one being made */
+			if (retry_pause(deadline))
+			{
+				fs_cluster_map_suspect();
+				continue;
+			}
+			err = psprintf("hash slot %d has no master", slot >= 0 ? slot : 0);
+			failure = FS_CONNECT;
+			break;
+		}
+		c = node_conn(set, host, port);
+		failure = ensure_connected(c, host, port, &err);
+		if (failure != FS_OK)
+		{
+			fs_cluster_map_suspect();
+			break;
+		}
+		if (ask_port)
+		{
+			const char *asking[] = {"ASKING"};
+
+			if (!setup_command(c, 1, asking, deadline, &err))
+			{
+				failure = FS_CALL;
+				break;
+			}
+		}
+		reply = roundtrip(c, argc, argv, lens, call_deadline(fs_redis_timeout_ms), &err);
+		if (reply == NULL)
+		{
+			failure = FS_CALL;
+			fs_cluster_map_suspect();
+			break;
+		}
+		if (reply->type == REDIS_REPLY_ERROR && hop < 16)
+		{
+			kind = fs_cluster_redirect(reply->str, to_host, sizeof(to_host), &to_port);
+			if (kind != 0)
+			{
+				/* MOVED: the map has learnt it; ASK: there, this once */
+				freeReplyObject(reply);
+				ask_port = kind == 'A' ? to_port : 0;
+				if (kind == 'A')
+					strlcpy(ask_host, to_host, sizeof(ask_host));
+				continue;
+			}
+			if ((strncmp(reply->str, "TRYAGAIN", 8) == 0 || strncmp(reply->str, "CLUSTERDOWN", 11) == 0) &&
+				retry_pause(deadline))
+			{
+				/* a slot mid-migration, or a failover under way: nothing was done */
+				freeReplyObject(reply);
+				ask_port = 0;
+				fs_cluster_map_suspect();
+				continue;
+			}
+		}
+		set->last = c;
+		return copy_reply(reply);
+	}
+	if (cleanup_depth > 0)
+		cleanup_failed = true;
+	if (c == NULL)
+		c = &set->conn[0];
+	(void) fail(c, throw, failure, err);
+	return NULL;
+}
+
+/* One command on a set: routed by slot in a cluster (-2: by its first key), else its one connection. */
+static FsReply *
+set_command(FsConnSet *set, int slot, int argc, const char **argv, const size_t *lens, bool throw)
+{
+	if (fs_redis_cluster)
+		return cluster_command(set, slot == -2 ? fs_cluster_command_slot(argc, argv, lens) : slot,
+							   argc, argv, lens, throw);
+	set->last = &set->conn[0];
+	return conn_command(&set->conn[0], argc, argv, lens, throw);
+}
+
 /* One command on the command connection (stock, locks); see conn_command. */
 FsReply *
 fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
 {
-	return conn_command(&cmd_conn, argc, argv, lens, throw);
+	return set_command(&cmd_set, -2, argc, argv, lens, throw);
 }
 
 /*
@@ -656,7 +925,7 @@ fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
 FsReply *
 fs_redis_call_command(int argc, const char **argv, const size_t *lens, bool throw)
 {
-	return conn_command(&call_conn, argc, argv, lens, throw);
+	return set_command(&call_set, -2, argc, argv, lens, throw);
 }
 
 void
@@ -675,7 +944,9 @@ fs_redis_free(FsReply *reply)
 
 /*
  * Run a Lua script with EVALSHA (one round trip); a Redis that does not know
- * it (restarted, SCRIPT FLUSH) gets it with SCRIPT LOAD, then EVALSHA again.
+ * it (restarted, SCRIPT FLUSH, a cluster node new to this backend) gets it
+ * with EVAL, which runs it and keeps it for the next EVALSHA; both go where
+ * the first key lives.
  * The SHA is computed at build time: no hashing here, so this also works
  * outside a transaction (the worker's watchdog).
  * argv/lens: nkeys keys then the arguments, argc in all.
@@ -704,13 +975,11 @@ fs_redis_script(FsScript *script, int nkeys, int argc, const char **argv,
 	reply = fs_redis_command(argc + 3, av, al, throw);
 	if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0)
 	{
-		const char *load[] = {"SCRIPT", "LOAD", script->body};
-
 		fs_redis_free(reply);
-		reply = fs_redis_command(3, load, NULL, throw);
-		if (reply == NULL)
-			return NULL;
-		fs_redis_free(reply);
+		av[0] = "EVAL";
+		av[1] = script->body;
+		al[0] = strlen(av[0]);
+		al[1] = strlen(av[1]);
 		reply = fs_redis_command(argc + 3, av, al, throw);
 	}
 	if (reply && reply->type == REDIS_REPLY_ERROR)
@@ -774,7 +1043,15 @@ fs_redis_listen(const char *channel)
 		strcmp(sub_conn.channel, channel) == 0 &&
 		strcmp(sub_conn.settings, current_settings()) == 0 && drain_sub())
 		return;
-	failure = connect_redis(&sub_conn, &err);
+	{
+		/* in a cluster, PUBLISH reaches every node: the master of the channel's slot */
+		const char *host = fs_redis_host;
+		int			port = fs_redis_port;
+
+		if (fs_redis_cluster)
+			(void) fs_cluster_slot_node(fs_cluster_key_slot(channel, strlen(channel)), &host, &port);
+		failure = connect_redis(&sub_conn, host, port, &err);
+	}
 	if (failure != FS_OK)
 	{
 		fail(&sub_conn, true, failure, err);
@@ -852,17 +1129,19 @@ fs_redis_late_reply(void)
 	char	   *err = NULL;
 	redisReply *r;
 
-	if (cmd_conn.ctx == NULL || !cmd_conn.busy)
+	FsConn	   *c = cmd_set.last;
+
+	if (c == NULL || c->ctx == NULL || !c->busy)
 		return NULL;
-	r = read_reply(&cmd_conn, call_deadline(fs_redis_timeout_ms), false, &err);
+	r = read_reply(c, call_deadline(fs_redis_timeout_ms), false, &err);
 	if (r == NULL)
 	{
 		if (cleanup_depth > 0)
 			cleanup_failed = true;
-		discard(&cmd_conn);
+		discard(c);
 		return NULL;
 	}
-	cmd_conn.busy = false;
+	c->busy = false;
 	return copy_reply(r);
 }
 

@@ -374,6 +374,20 @@ release_script(const char *mode, int n, char **bases, const int *counts, bool th
 	FsReply    *r;
 	int64	   *result;
 
+	if (fs_redis_cluster && n > 1)
+	{
+		/* a cluster: each lock's keys in a slot of their own, one call per lock */
+		result = palloc(sizeof(int64) * n);
+		for (int i = 0; i < n; i++)
+		{
+			int64	   *one = release_script(mode, 1, &bases[i], &counts[i], throw);
+
+			if (one == NULL)
+				return NULL;
+			result[i] = one[0];
+		}
+		return result;
+	}
 	for (int i = 0; i < n; i++)
 	{
 		lock_keys(&argv[4 * i], bases[i]);
@@ -572,11 +586,21 @@ check_xact_locks(void)
 	if (n == 0)
 		return;
 	keys[n] = owner_id();
-	r = fs_redis_script(&fs_script_lock_check, n, n + 1, keys, NULL, true);
-	held_now = integer_array(r, n);
-	fs_redis_free(r);
-	if (held_now == NULL)
-		bad_reply("lock_check");
+	held_now = palloc(sizeof(int64) * n);
+	/* in a cluster, one call per lock: each lock's keys are in a slot of their own */
+	for (int done = 0, step = fs_redis_cluster ? 1 : n; done < n; done += step)
+	{
+		const char *args[2] = {keys[done], keys[n]};
+		int64	   *some;
+
+		r = step == n ? fs_redis_script(&fs_script_lock_check, n, n + 1, keys, NULL, true)
+			: fs_redis_script(&fs_script_lock_check, 1, 2, args, NULL, true);
+		some = integer_array(r, step);
+		fs_redis_free(r);
+		if (some == NULL)
+			bad_reply("lock_check");
+		memcpy(&held_now[done], some, sizeof(int64) * step);
+	}
 	for (int i = 0; i < n; i++)
 		if (held_now[i] != 1)
 			ereport(ERROR,

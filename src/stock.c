@@ -282,7 +282,10 @@ end_take(Take *t, bool committed)
 		fs_allot_end_take(t->allot, t->qty, committed);
 }
 
-/* Drop the Redis keys of products whose truth this transaction set anew. */
+/*
+ * Drop the Redis keys of products whose truth this transaction set anew:
+ * one DEL, or in a cluster one per product (each product's keys share a slot).
+ */
 static void
 drop_dirty_keys(void)
 {
@@ -299,8 +302,14 @@ drop_dirty_keys(void)
 		argv[k++] = d->stock;
 		argv[k++] = psprintf("%s:allot", d->stock);
 		argv[k++] = psprintf("%s:reserved", d->stock);
+		if (fs_redis_cluster)
+		{
+			fs_redis_free(fs_redis_command(k, argv, NULL, true));
+			k = 1;
+		}
 	}
-	fs_redis_free(fs_redis_command(k, argv, NULL, true));
+	if (k > 1)
+		fs_redis_free(fs_redis_command(k, argv, NULL, true));
 }
 
 static void
