@@ -6,7 +6,7 @@ EXTENSION   = flashsale
 MODULE_big  = flashsale
 # the foundation, then the Redis transport and its scripts, the features, the sync pass and the worker
 OBJS        = src/flashsale.o src/errors.o src/subxact.o src/owner.o src/spi.o src/advisory.o \
-              src/table.o src/shmem.o \
+              src/table.o src/shmem.o src/stats.o \
               src/tls.o src/cluster.o src/redis.o src/lua.o \
               src/allot.o \
               src/coupon.o src/stock.o src/named_locks.o src/redis_locks.o src/redis_call.o \
@@ -33,7 +33,7 @@ LUA_SCRIPTS = $(sort $(wildcard src/lua/*.lua))
 # isolation spec, then the TAP tests (which start their own servers: run them as a
 # user other than root).  PG_ABS_SRCDIR (the --inputdir) lets the regress files
 # include test/sql/*.sql.
-REGRESS        = install coupon stock redis_conn sync locks redis_locks throttle limits upgrade \
+REGRESS        = install coupon stock redis_conn sync locks redis_locks throttle stats limits upgrade \
                  security upgrade_all
 REGRESS_OPTS   = --encoding=UTF8
 ISOLATION      = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))

@@ -55,9 +55,25 @@ fs_lock_wait(const LOCKTAG *tag, const char *what)
 void
 fs_lock_wait_mode(const LOCKTAG *tag, LOCKMODE mode, const char *what)
 {
+	fs_lock_wait_coupon(tag, mode, what, 0);
+}
+
+/*
+ * fs_lock_wait_mode, counting in coupon's statistics (when not 0) a wait
+ * (the lock was not free) and a timeout.
+ */
+void
+fs_lock_wait_coupon(const LOCKTAG *tag, LOCKMODE mode, const char *what, int64 coupon)
+{
 	int			saved_timeout = LockTimeout;
 	MemoryContext mcxt = CurrentMemoryContext;
 
+	if (coupon != 0)
+	{
+		if (LockAcquire(tag, mode, false, true) != LOCKACQUIRE_NOT_AVAIL)
+			return;
+		fs_stat_entry_add(FS_STAT_COUPON, coupon, FS_SC_LOCK_WAITS, 1, true);
+	}
 	LockTimeout = fs_lock_timeout_ms;
 	PG_TRY();
 	{
@@ -73,6 +89,8 @@ fs_lock_wait_mode(const LOCKTAG *tag, LOCKMODE mode, const char *what)
 		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
 			PG_RE_THROW();
 		FlushErrorState();
+		if (coupon != 0)
+			fs_stat_entry_add(FS_STAT_COUPON, coupon, FS_SC_LOCK_TIMEOUTS, 1, true);
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("could not obtain flashsale lock on %s within %d ms", what, fs_lock_timeout_ms),

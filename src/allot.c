@@ -528,6 +528,8 @@ lease(FsAllot *a, int64 need, int64 want, bool throw)
 		a->last_lease = now;
 	}
 	SpinLockRelease(&a->mutex);
+	if (granted > 0)
+		fs_stat_allot(a->key.product, true, granted);
 	return granted > 0 ? LEASE_GRANTED : LEASE_SHORT;
 }
 
@@ -892,6 +894,7 @@ give_back(FsAllot *a)
 		a->seq = seq;
 		a->pool_seen += units;
 		SpinLockRelease(&a->mutex);
+		fs_stat_allot(a->key.product, false, units);
 		return true;
 	}
 	if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == -1)

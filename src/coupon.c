@@ -83,15 +83,17 @@ lock_member(LOCKTAG *tag, int64 coupon_id, int64 member_id)
 {
 	fs_locktag(tag, FS_LOCK_COUPON_MEMBER, coupon_id, member_id);
 	if (!fs_lock_try(tag))
-		fs_lock_wait(tag, psprintf("member %lld of coupon %lld",
-								   (long long) member_id, (long long) coupon_id));
+		fs_lock_wait_coupon(tag, ExclusiveLock, psprintf("member %lld of coupon %lld",
+														 (long long) member_id, (long long) coupon_id),
+							coupon_id);
 }
 
 static void
 lock_stripe_wait(LOCKTAG *tag, int64 coupon_id, int32 stripe)
 {
 	fs_locktag(tag, FS_LOCK_COUPON_STRIPE, coupon_id, stripe);
-	fs_lock_wait(tag, psprintf("stripe %d of coupon %lld", stripe, (long long) coupon_id));
+	fs_lock_wait_coupon(tag, ExclusiveLock, psprintf("stripe %d of coupon %lld", stripe, (long long) coupon_id),
+						coupon_id);
 }
 
 /*
@@ -106,7 +108,7 @@ lock_guard(LOCKTAG *tag, int64 coupon_id)
 {
 	fs_locktag(tag, FS_LOCK_COUPON_GUARD, coupon_id, 0);
 	if (!fs_lock_try_mode(tag, ShareLock))
-		fs_lock_wait_mode(tag, ShareLock, psprintf("coupon %lld", (long long) coupon_id));
+		fs_lock_wait_coupon(tag, ShareLock, psprintf("coupon %lld", (long long) coupon_id), coupon_id);
 }
 
 static int
@@ -519,6 +521,18 @@ issue_core(int64 member_id, int64 coupon_id, int64 *member_coupon_id)
 		table_close(units, NoLock);
 	}
 	fs_restore_user(&caller);
+
+	/* the answer, counted (an issue rolled back later was still answered "issued") */
+	if (status == FS_ISSUED)
+	{
+		fs_stat_entry_add(FS_STAT_COUPON, coupon_id, FS_SC_ISSUED, 1, true);
+		fs_stat_entry_add(FS_STAT_COUPON, coupon_id, FS_SC_LAST_ISSUE,
+						  GetCurrentStatementStartTimestamp(), false);
+	}
+	else if (status != FS_NOT_FOUND)
+		fs_stat_entry_add(FS_STAT_COUPON, coupon_id,
+						  status == FS_ALREADY_ISSUED ? FS_SC_ALREADY_ISSUED :
+						  status == FS_SOLD_OUT ? FS_SC_SOLD_OUT : FS_SC_NOT_ACTIVE, 1, true);
 
 	if (status != FS_ISSUED)
 	{

@@ -210,6 +210,16 @@ _PG_init(void)
 						 "Each takes about 560 bytes. Empty idle allotments are forgotten.",
 						 &fs_max_allotments);
 
+	DefineCustomBoolVariable("flashsale.track_stats",
+							 "Whether flashsale counts sales, Redis calls, lock waits and limits "
+							 "(the flashsale.stat_* views).",
+							 NULL, &fs_track_stats, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	fs_shmem_define_size("flashsale.max_stat_entries",
+						 "Most products and coupons the flashsale.stat_* views track.",
+						 "Beyond it the least recently used is forgotten. Each takes about 150 bytes.",
+						 &fs_max_stat_entries);
+
 	fs_tls_init();
 	/* first: its abort callbacks run last (throttle.c) */
 	fs_throttle_init();

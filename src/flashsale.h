@@ -249,6 +249,7 @@ extern bool fs_lock_try(const LOCKTAG *tag);
 extern bool fs_lock_try_mode(const LOCKTAG *tag, LOCKMODE mode);
 extern void fs_lock_wait(const LOCKTAG *tag, const char *what);
 extern void fs_lock_wait_mode(const LOCKTAG *tag, LOCKMODE mode, const char *what);
+extern void fs_lock_wait_coupon(const LOCKTAG *tag, LOCKMODE mode, const char *what, int64 coupon);
 extern void fs_lock_release(const LOCKTAG *tag);
 extern void fs_lock_release_mode(const LOCKTAG *tag, LOCKMODE mode);
 
@@ -290,6 +291,71 @@ extern char *fs_redis_wait_message(const char *channel, TimestampTz deadline);
 extern void fs_redis_listen(const char *channel);
 extern void fs_redis_unsubscribe(void);
 extern FsReply *fs_redis_late_reply(void);
+extern int	fs_redis_kind_override(int kind);
+
+/* ---- statistics in shared memory (stats.c): the flashsale.stat_* views ---- */
+extern bool fs_track_stats;
+extern int	fs_max_stat_entries;
+extern Size fs_stats_shmem_size(void);
+extern void fs_stats_shmem_init(void);
+typedef enum FsStatEntryKind
+{
+	FS_STAT_PRODUCT = 1,
+	FS_STAT_COUPON = 2
+} FsStatEntryKind;
+/* an entry's counters: 8 that add up, then 2 timestamps (set) */
+#define FS_STAT_ENTRY_COUNTERS 10
+#define FS_STAT_ENTRY_FIRST_TIME 8
+enum
+{
+	FS_SP_SALES, FS_SP_UNITS_SOLD, FS_SP_UNITS_GIVEN_BACK, FS_SP_SOLD_OUT,
+	FS_SP_REFILLS, FS_SP_UNITS_REFILLED, FS_SP_RETURNS, FS_SP_UNITS_RETURNED,
+	FS_SP_LAST_SALE, FS_SP_LAST_REFILL
+};
+enum
+{
+	FS_SC_ISSUED, FS_SC_ALREADY_ISSUED, FS_SC_SOLD_OUT, FS_SC_NOT_ACTIVE,
+	FS_SC_LOCK_WAITS, FS_SC_LOCK_TIMEOUTS, FS_SC_LAST_ISSUE = 8
+};
+extern void fs_stat_entry_add(FsStatEntryKind kind, int64 id, int counter, int64 n, bool insert);
+extern void fs_stat_sale(int64 product, int64 qty, bool committed);
+extern void fs_stat_allot(int64 product, bool refill, int64 units);
+typedef enum FsRedisKind
+{
+	FS_RK_STOCK, FS_RK_LOCK, FS_RK_LIMIT, FS_RK_SYNC, FS_RK_CALL
+} FsRedisKind;
+#define FS_REDIS_KINDS 5
+enum
+{
+	FS_REDIS_CALLS, FS_REDIS_ERR_CONNECT, FS_REDIS_ERR_TIMEOUT, FS_REDIS_ERR_REPLY, FS_REDIS_RECONNECTS
+};
+#define FS_REDIS_COUNTERS 5
+extern void fs_stat_redis_call(FsRedisKind kind, int64 us);
+extern void fs_stat_redis(FsRedisKind kind, int counter);
+typedef enum FsLockStatKind
+{
+	FS_LK_NAMED, FS_LK_REDIS
+} FsLockStatKind;
+#define FS_LOCK_KINDS 2
+enum
+{
+	FS_LOCK_ACQUIRED, FS_LOCK_WAITS, FS_LOCK_TIMEOUTS, FS_LOCK_DEADLOCKS
+};
+#define FS_LOCK_COUNTERS 4
+extern void fs_stat_lock(FsLockStatKind kind, int counter);
+typedef enum FsLimitKind
+{
+	FS_LIM_THROTTLE, FS_LIM_LOCAL, FS_LIM_ONCE
+} FsLimitKind;
+#define FS_LIMIT_KINDS 3
+extern void fs_stat_limit(FsLimitKind kind, bool allowed);
+enum
+{
+	FS_WORKER_PASSES, FS_WORKER_LAST_PASS_US, FS_WORKER_MAX_PASS_US, FS_WORKER_PRODUCTS_SYNCED,
+	FS_WORKER_PRODUCTS_BUSY, FS_WORKER_DRIFT_FIXED, FS_WORKER_ERRORS
+};
+#define FS_WORKER_COUNTERS 7
+extern void fs_stat_worker(int counter, int64 n);
 
 /* ---- Redis Cluster's slot map (cluster.c): no I/O, redis.c's ---- */
 extern bool fs_redis_cluster;

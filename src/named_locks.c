@@ -415,6 +415,8 @@ acquire_timed(const LOCKTAG *tag, bool session, int64 timeout_ms)
 
 	if (edata == NULL)
 		return true;
+	if (edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED)
+		fs_stat_lock(FS_LK_NAMED, FS_LOCK_DEADLOCKS);
 	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
 		ReThrowError(edata);
 	FreeErrorData(edata);
@@ -450,27 +452,39 @@ acquire(FunctionCallInfo fcinfo, bool session)
 		(void) session_entry(key, true);
 	}
 
-	if (timeout_ms == 0)
-		got = LockAcquire(&tag, ExclusiveLock, session, true) != LOCKACQUIRE_NOT_AVAIL;
-	else if (timeout_ms > 0)
-		got = acquire_timed(&tag, session, timeout_ms);
-	else
+	/* free: taken at once; else a wait (counted, as its outcome is) */
+	got = LockAcquire(&tag, ExclusiveLock, session, true) != LOCKACQUIRE_NOT_AVAIL;
+	if (!got && timeout_ms != 0)
 	{
-		int			saved = LockTimeout;
+		fs_stat_lock(FS_LK_NAMED, FS_LOCK_WAITS);
+		if (timeout_ms > 0)
+			got = acquire_timed(&tag, session, timeout_ms);
+		else
+		{
+			int			saved = LockTimeout;
 
-		/* until cancelled: lock_timeout does not apply (statement_timeout does) */
-		LockTimeout = 0;
-		PG_TRY();
-		{
-			(void) LockAcquire(&tag, ExclusiveLock, session, false);
-		}
-		PG_FINALLY();
-		{
+			/* until cancelled: lock_timeout does not apply (statement_timeout does) */
+			LockTimeout = 0;
+			PG_TRY();
+			{
+				(void) LockAcquire(&tag, ExclusiveLock, session, false);
+			}
+			PG_CATCH();
+			{
+				LockTimeout = saved;
+				if (geterrcode() == ERRCODE_T_R_DEADLOCK_DETECTED)
+					fs_stat_lock(FS_LK_NAMED, FS_LOCK_DEADLOCKS);
+				PG_RE_THROW();
+			}
+			PG_END_TRY();
 			LockTimeout = saved;
+			got = true;
 		}
-		PG_END_TRY();
-		got = true;
+		if (!got)
+			fs_stat_lock(FS_LK_NAMED, FS_LOCK_TIMEOUTS);
 	}
+	if (got)
+		fs_stat_lock(FS_LK_NAMED, FS_LOCK_ACQUIRED);
 	if (session)
 	{
 		SessionLock *s = session_entry(key, false);

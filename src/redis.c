@@ -75,6 +75,22 @@ static uint64 use_clock = 0;
 static char *map_settings = NULL;	/* the settings the slot map was read with */
 static char node_address[300];	/* cluster: the node of the last call, for messages */
 
+/*
+ * The kind of the call under way, for the statistics (stats.c): set by the
+ * public entry points; the sync pass sets it for all of its calls.
+ */
+static FsRedisKind cur_kind = FS_RK_STOCK;
+static int	kind_override = -1;
+
+int
+fs_redis_kind_override(int kind)
+{
+	int			prev = kind_override;
+
+	kind_override = kind;
+	return prev;
+}
+
 /* What went wrong: decides the SQLSTATE, message and hint of the error. */
 typedef enum FsFailure
 {
@@ -551,7 +567,11 @@ connect_redis(FsConn *c, const char *host, int port, char **err)
 			return FS_CONNECT;
 	}
 	if (c->settings)
+	{
+		/* it had been open before */
+		fs_stat_redis(cur_kind, FS_REDIS_RECONNECTS);
 		pfree(c->settings);
+	}
 	c->settings = MemoryContextStrdup(TopMemoryContext, current_settings());
 	return FS_OK;
 }
@@ -561,6 +581,8 @@ fail(FsConn *c, bool throw, FsFailure failure, const char *err)
 {
 	char	   *address = fs_redis_address();
 
+	fs_stat_redis(cur_kind, failure != FS_CALL ? FS_REDIS_ERR_CONNECT
+				  : strncmp(err, "timed out", 9) == 0 ? FS_REDIS_ERR_TIMEOUT : FS_REDIS_ERR_CONNECT);
 	discard(c);
 	if (throw)
 		ereport(ERROR,
@@ -900,22 +922,46 @@ cluster_command(FsConnSet *set, int slot, int argc, const char **argv, const siz
 	return NULL;
 }
 
-/* One command on a set: routed by slot in a cluster (-2: by its first key), else its one connection. */
+/*
+ * One command on a set, routed by its first key in a cluster, else on its
+ * one connection; timed and counted as kind (an error reply other than
+ * NOSCRIPT, which fs_redis_script answers, counts as a reply error).
+ */
 static FsReply *
-set_command(FsConnSet *set, int slot, int argc, const char **argv, const size_t *lens, bool throw)
+set_command(FsConnSet *set, FsRedisKind kind, int argc, const char **argv, const size_t *lens,
+			bool throw)
 {
+	TimestampTz start = fs_track_stats ? GetCurrentTimestamp() : 0;
+	FsReply    *r;
+
+	cur_kind = kind_override >= 0 ? (FsRedisKind) kind_override : kind;
 	if (fs_redis_cluster)
-		return cluster_command(set, slot == -2 ? fs_cluster_command_slot(argc, argv, lens) : slot,
-							   argc, argv, lens, throw);
-	set->last = &set->conn[0];
-	return conn_command(&set->conn[0], argc, argv, lens, throw);
+		r = cluster_command(set, fs_cluster_command_slot(argc, argv, lens), argc, argv, lens, throw);
+	else
+	{
+		set->last = &set->conn[0];
+		r = conn_command(&set->conn[0], argc, argv, lens, throw);
+	}
+	if (r && fs_track_stats)
+	{
+		fs_stat_redis_call(cur_kind, GetCurrentTimestamp() - start);
+		if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) != 0)
+			fs_stat_redis(cur_kind, FS_REDIS_ERR_REPLY);
+	}
+	return r;
 }
 
-/* One command on the command connection (stock, locks); see conn_command. */
+/*
+ * One command on the command connection (stock, locks, limits); see
+ * conn_command.  Its kind for the statistics: once()'s SET is a limit, the
+ * sync pass's PING a sync, anything else (set_stock's DEL) stock.
+ */
 FsReply *
 fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
 {
-	return set_command(&cmd_set, -2, argc, argv, lens, throw);
+	return set_command(&cmd_set, pg_strcasecmp(argv[0], "SET") == 0 ? FS_RK_LIMIT
+					   : pg_strcasecmp(argv[0], "PING") == 0 ? FS_RK_SYNC : FS_RK_STOCK,
+					   argc, argv, lens, throw);
 }
 
 /*
@@ -925,7 +971,7 @@ fs_redis_command(int argc, const char **argv, const size_t *lens, bool throw)
 FsReply *
 fs_redis_call_command(int argc, const char **argv, const size_t *lens, bool throw)
 {
-	return set_command(&call_set, -2, argc, argv, lens, throw);
+	return set_command(&call_set, FS_RK_CALL, argc, argv, lens, throw);
 }
 
 void
@@ -959,6 +1005,7 @@ fs_redis_script(FsScript *script, int nkeys, int argc, const char **argv,
 	size_t	   *al = palloc(sizeof(size_t) * (argc + 3));
 	char		nk[16];
 	FsReply    *reply;
+	FsRedisKind kind;
 
 	snprintf(nk, sizeof(nk), "%d", nkeys);
 	av[0] = "EVALSHA";
@@ -972,7 +1019,11 @@ fs_redis_script(FsScript *script, int nkeys, int argc, const char **argv,
 	for (int i = 0; i < 3; i++)
 		al[i] = strlen(av[i]);
 
-	reply = fs_redis_command(argc + 3, av, al, throw);
+	/* the kind, for the statistics: by the script's name */
+	kind = strncmp(script->name, "lock", 4) == 0 ? FS_RK_LOCK
+		: strncmp(script->name, "throttle", 8) == 0 || strncmp(script->name, "once", 4) == 0 ? FS_RK_LIMIT
+		: FS_RK_STOCK;
+	reply = set_command(&cmd_set, kind, argc + 3, av, al, throw);
 	if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0)
 	{
 		fs_redis_free(reply);
@@ -980,7 +1031,7 @@ fs_redis_script(FsScript *script, int nkeys, int argc, const char **argv,
 		av[1] = script->body;
 		al[0] = strlen(av[0]);
 		al[1] = strlen(av[1]);
-		reply = fs_redis_command(argc + 3, av, al, throw);
+		reply = set_command(&cmd_set, kind, argc + 3, av, al, throw);
 	}
 	if (reply && reply->type == REDIS_REPLY_ERROR)
 	{

@@ -886,10 +886,17 @@ acquire(FunctionCallInfo fcinfo, bool session)
 	acquiring = MemoryContextStrdup(TopMemoryContext, base);
 	token = try_acquire(base, lease_ms, pickup_ms, false, known, &ttl);
 	if (token == 0 && wait_ms > 0)
+	{
+		fs_stat_lock(FS_LK_REDIS, FS_LOCK_WAITS);
 		token = wait_for(base, lease_ms, pickup_ms, known,
 						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms), &renew_now);
+		if (token == 0)
+			fs_stat_lock(FS_LK_REDIS, FS_LOCK_TIMEOUTS);
+	}
 	pfree(acquiring);
 	acquiring = NULL;
+	if (token != 0)
+		fs_stat_lock(FS_LK_REDIS, FS_LOCK_ACQUIRED);
 	if (token == 0)
 	{
 		if (known == 0)

@@ -1,7 +1,8 @@
 /*
  * shmem.c: flashsale's shared memory (only when preloaded): the worker's
  * state, the registry of lock names, the registry of Redis locks, the
- * allotments of stock (allot.c), throttle_local's keys (throttle_local.c)
+ * allotments of stock (allot.c), throttle_local's keys (throttle_local.c),
+ * the statistics (stats.c)
  * and the latch that wakes the worker.  The
  * latch lives here, with the shared state, so that whoever needs the worker
  * awake (a new Redis lock whose lease it must renew) sets it without calling
@@ -42,8 +43,9 @@ fs_shmem_request(void)
 											 MAXALIGN(sizeof(FsShared))),
 									fs_allot_shmem_size()));
 	RequestAddinShmemSpace(fs_throttle_local_shmem_size());
-	/* the lock names, the Redis locks, the allotments, throttle_local's keys */
-	RequestNamedLWLockTranche("flashsale", 4);
+	RequestAddinShmemSpace(fs_stats_shmem_size());
+	/* the lock names, the Redis locks, the allotments, throttle_local's keys, the statistics */
+	RequestNamedLWLockTranche("flashsale", 5);
 }
 
 static void
@@ -66,6 +68,7 @@ fs_shmem_startup(void)
 	fs_redis_locks_shmem_init();
 	fs_allot_shmem_init();
 	fs_throttle_local_shmem_init();
+	fs_stats_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -268,9 +268,12 @@ new_take(FsAllot *a, int64 product, bool restore)
 	return t;
 }
 
-/* A (sub)transaction's records end: committed or not.  Shared memory only. */
+/*
+ * A (sub)transaction's records end: committed or not (counted as sold or
+ * given back when counted).  Shared memory only.
+ */
 static void
-end_take(Take *t, bool committed)
+end_take_counted(Take *t, bool committed, bool counted)
 {
 	if (t->restore)
 	{
@@ -279,7 +282,17 @@ end_take(Take *t, bool committed)
 		fs_allot_unpin(t->allot);
 	}
 	else if (t->qty > 0)
+	{
 		fs_allot_end_take(t->allot, t->qty, committed);
+		if (counted)
+			fs_stat_sale(t->product, t->qty, committed);
+	}
+}
+
+static void
+end_take(Take *t, bool committed)
+{
+	end_take_counted(t, committed, true);
 }
 
 /*
@@ -519,6 +532,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 		if (fs_allot_short_known(gen, products[i], qtys[i], short_left))
 		{
 			*short_item = i;
+			fs_stat_entry_add(FS_STAT_PRODUCT, products[i], FS_SP_SOLD_OUT, 1, true);
 			return NOT_ENOUGH;
 		}
 
@@ -562,12 +576,19 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 		PG_END_TRY();
 
 		if (result == TAKE_OK)
+		{
+			/* the entries the commit will count in, made now (a commit makes none) */
+			TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+			for (int i = 0; i < n; i++)
+				fs_stat_entry_add(FS_STAT_PRODUCT, products[i], FS_SP_LAST_SALE, now, true);
 			return RESERVED;
+		}
 
 		/* not all: give back what this call took, let go of new locks */
 		for (int i = 0; i <= at; i++)
 		{
-			end_take(mine[i], false);
+			end_take_counted(mine[i], false, false);
 			takes = list_delete_ptr(takes, mine[i]);
 		}
 		for (int i = 0; i < n; i++)
@@ -578,6 +599,7 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 		{
 			*short_item = at;
 			*short_left = left[at];
+			fs_stat_entry_add(FS_STAT_PRODUCT, products[at], FS_SP_SOLD_OUT, 1, true);
 			return NOT_ENOUGH;
 		}
 

@@ -123,9 +123,40 @@ sync_product_cb(void *arg)
 	sync_product(a->product, a->counts);
 }
 
-/* Run the pass; errors of one product are counted (WARNING) unless Redis'. */
+static void sync_all(FsSyncCounts *c);
+
+/*
+ * Run the pass; errors of one product are counted (WARNING) unless Redis'.
+ * Its Redis calls count as "sync", and the pass in flashsale.stat_worker.
+ */
 void
 fs_sync_all(FsSyncCounts *c)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	int			prev = fs_redis_kind_override(FS_RK_SYNC);
+
+	PG_TRY();
+	{
+		sync_all(c);
+	}
+	PG_CATCH();
+	{
+		fs_redis_kind_override(prev);
+		fs_stat_worker(FS_WORKER_ERRORS, 1);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	fs_redis_kind_override(prev);
+	fs_stat_worker(FS_WORKER_PASSES, 1);
+	fs_stat_worker(FS_WORKER_LAST_PASS_US, GetCurrentTimestamp() - start);
+	fs_stat_worker(FS_WORKER_PRODUCTS_SYNCED, c->products);
+	fs_stat_worker(FS_WORKER_PRODUCTS_BUSY, c->busy);
+	fs_stat_worker(FS_WORKER_DRIFT_FIXED, c->drift_fixed);
+	fs_stat_worker(FS_WORKER_ERRORS, c->errors);
+}
+
+static void
+sync_all(FsSyncCounts *c)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	uint64		n;

@@ -488,6 +488,7 @@ fs_throttle(PG_FUNCTION_ARGS)
 	r.tat = reply->element[4]->integer;
 	fs_redis_free(reply);
 	keep_admission(p, &g, &r);
+	fs_stat_limit(FS_LIM_THROTTLE, r.allowed);
 	return limit_row(fcinfo, limit, &r);
 }
 
@@ -510,6 +511,7 @@ fs_throttle_local(PG_FUNCTION_ARGS)
 	}
 	fs_throttle_local_admit(key, &g, &r);
 	keep_admission(p, &g, &r);
+	fs_stat_limit(FS_LIM_LOCAL, r.allowed);
 	return limit_row(fcinfo, limit, &r);
 }
 
@@ -568,5 +570,6 @@ fs_once(PG_FUNCTION_ARGS)
 		add_pending(p);
 	else
 		drop_pending(p);
+	fs_stat_limit(FS_LIM_ONCE, first);
 	PG_RETURN_BOOL(first);
 }
