@@ -174,6 +174,14 @@ fs_tls_begin(const char *host, char **err)
 	return t;
 }
 
+/* Why the server's certificate was refused. */
+static char *
+verify_failure(FsTls *t)
+{
+	return psprintf("TLS: the server's certificate was refused: %s",
+					X509_verify_cert_error_string(SSL_get_verify_result(t->ssl)));
+}
+
 /*
  * Hand the session to hiredis, on ctx's connected socket: hiredis starts the
  * handshake (non-blocking: it returns at once) and from then on reads and
@@ -184,7 +192,15 @@ fs_tls_attach(FsTls *t, redisContext *ctx, char **err)
 {
 	if (redisInitiateSSL(ctx, t->ssl) != REDIS_OK)
 	{
-		*err = psprintf("TLS: %s", ctx->errstr);
+		/*
+		 * On loopback the whole handshake can happen in hiredis' first
+		 * SSL_connect: say why, as fs_tls_handshake does (the session is
+		 * still ours)
+		 */
+		if (SSL_get_verify_result(t->ssl) != X509_V_OK)
+			*err = verify_failure(t);
+		else
+			*err = psprintf("TLS: %s", ctx->errstr);
 		return false;
 	}
 	t->attached = true;
@@ -212,8 +228,7 @@ fs_tls_handshake(FsTls *t, char **err)
 			return WL_SOCKET_WRITEABLE;
 		default:
 			if (SSL_get_verify_result(t->ssl) != X509_V_OK)
-				*err = psprintf("TLS: the server's certificate was refused: %s",
-								X509_verify_cert_error_string(SSL_get_verify_result(t->ssl)));
+				*err = verify_failure(t);
 			else
 				*err = ssl_reason("TLS: the handshake failed");
 			return -1;

@@ -20,7 +20,9 @@ my $UNITS = 12000;
 my $OUT   = 200;    # units out of the pool when we kill: at least this many
 
 redis_start();
-my $node = new_node('allotment_crash', extra_conf => "flashsale.allotment_max = 500");
+# allotments never go back idle: what is out at the kill stays out (a slow victim search must not matter)
+my $node = new_node('allotment_crash',
+	extra_conf => "flashsale.allotment_max = 500\nflashsale.allotment_idle = '1h'");
 sub sq { return $node->safe_psql('postgres', $_[0]); }
 sale_setup($node, $UNITS);
 ok(poll_sql($node, 'SELECT passes >= 1 FROM flashsale.worker_status', 't', 30),
