@@ -7,14 +7,17 @@
 #     units, sold_out == the NULL answers; and orders + stock_level == 50;
 #  2. coupons: 32 clients issue a 2,000-unit coupon to 3,000 members:
 #     issued + already_issued + sold_out == the answers, each kind exactly;
-#  3. Redis stopped: every call that fails is counted as a connect error of
+#  3. bounded memory: with flashsale.max_stat_entries = 250, 100 more
+#     products sold from: 250 entries in all, the 100 newest all there, the
+#     least recently used forgotten;
+#  4. Redis stopped: every call that fails is counted as a connect error of
 #     its kind (20 redis_call, 10 throttle), and nothing else moves.
 source "$(dirname "$0")/../../scripts/lib.sh"
 
 CLIENTS=${CLIENTS:-32}
 PRODUCTS=200
 EACH=50
-fs_stack_start "flashsale.sync_interval = 1"
+fs_stack_start "flashsale.sync_interval = 1" "flashsale.max_stat_entries = 250"
 fs_psql "$port" "
 CREATE TABLE orders (product_id bigint NOT NULL);
 CREATE TABLE given_back (product_id bigint NOT NULL);
@@ -94,7 +97,15 @@ fs_check "issued = units of the coupon held" "$(fs_psql "$port" "
     SELECT issued = (SELECT count(*) FROM flashsale.member_coupon WHERE coupon_id = $coupon)
       FROM flashsale.stat_coupon WHERE coupon_id = $coupon")" t
 
-echo "-- 3. Redis stopped: 20 redis_call and 10 throttle calls fail, each counted once"
+echo "-- 3. max_stat_entries = 250: 100 more products sold from, one at a time"
+fs_psql "$port" "SELECT count(flashsale.set_stock(g, 1)) FROM generate_series(1001, 1100) g" >/dev/null
+for p in $(seq 1001 1100); do echo "SELECT flashsale.decrement_stock($p);"; done |
+    fs_as_pg psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d postgres >/dev/null
+fs_check "entries (products + coupons), the 100 newest products among them" "$(fs_psql "$port" "
+    SELECT (SELECT count(*) FROM flashsale.stat_stock) + (SELECT count(*) FROM flashsale.stat_coupon) || ' '
+        || (SELECT count(*) FROM flashsale.stat_stock WHERE product_id > 1000 AND units_sold = 1)")" "250 100"
+
+echo "-- 4. Redis stopped: 20 redis_call and 10 throttle calls fail, each counted once"
 before=$(fs_psql "$port" "SELECT string_agg(kind || '=' || errors_connect || '/' || calls, ' ' ORDER BY kind)
                           FROM flashsale.stat_redis")
 fs_redis_stop "$dir/redis"

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# What the statistics cost (issue 15, target <= 3 %): the hot paths with
+# flashsale.track_stats on and off, in one run on one cluster, 64 clients,
+# pgbench -M prepared, contenders interleaved within each round (the order
+# rotates), medians of the rounds:
+#   sale      try_decrement_stock of one hot product (allotments in shared memory)
+#   coupon    try_issue_coupon of a coupon with more units than attempts, random members
+#   local     throttle_local() on one key
+#   throttle  throttle() on one key (a Redis round trip)
+# each as NAME-on and NAME-off (track_stats set with ALTER SYSTEM and a reload
+# between runs; every run opens new connections).
+# Usage: test/bench/stats_bench.sh [seconds per run, default 4] [rounds, default 5]
+source "$(dirname "$0")/../../scripts/lib.sh"
+
+SECS=${1:-4}
+ROUNDS=${2:-5}
+CLIENTS=64
+fs_stack_start
+coupon=$(fs_psql "$port" "SELECT flashsale.set_stock(1, 1000000000);
+                          SELECT flashsale.create_coupon('bench', 100000000, 1000000)" | tail -1)
+LIMIT="1000000000, 1000000, '1 s'"
+script() { local name=$1; shift; printf '%s\n' "$@" > "$dir/$name.sql"; }
+script sale     "SELECT flashsale.try_decrement_stock(1);"
+script coupon   '\set m random(1, 100000000)' "SELECT flashsale.try_issue_coupon(:m, $coupon);"
+script local    "SELECT allowed FROM flashsale.throttle_local('bench', $LIMIT);"
+script throttle "SELECT allowed FROM flashsale.throttle('bench', $LIMIT);"
+chmod 644 "$dir"/*.sql
+PATHS=(sale coupon local throttle)
+CONTENDERS=()
+for p in "${PATHS[@]}"; do CONTENDERS+=("$p-on" "$p-off"); done
+
+stats() { # on|off
+    fs_psql "$port" "ALTER SYSTEM SET flashsale.track_stats = $1" >/dev/null
+    fs_psql "$port" "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.2
+}
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+
+declare -A runs med
+echo "== $CLIENTS clients: tps per run and median of $ROUNDS rounds x ${SECS}s, contenders interleaved"
+for ((r = 0; r < ROUNDS; r++)); do
+    n=${#CONTENDERS[@]}
+    line="round $((r + 1)):"
+    for ((k = 0; k < n; k++)); do
+        name=${CONTENDERS[$(( (k + r) % n ))]}
+        stats "${name##*-}"
+        t=$(fs_tps "$port" "$CLIENTS" "$SECS" "$dir/${name%-*}.sql")
+        runs[$name]+="$t "
+        line+=" $name $t,"
+    done
+    echo "${line%,}"
+done
+stats on
+for name in "${CONTENDERS[@]}"; do
+    med[$name]=$(tr ' ' '\n' <<< "${runs[$name]}" | grep . | median)
+    printf ' %-13s median %7d tps  (runs: %s)\n' "$name" "${med[$name]}" "${runs[$name]% }"
+done
+echo "== cost of the statistics: 1 - on/off (medians; target <= 3 %)"
+for p in "${PATHS[@]}"; do
+    awk -v p="$p" -v a="${med[$p-on]}" -v b="${med[$p-off]}" 'BEGIN {
+        c = (1 - a / b) * 100
+        printf " %-9s on %7d, off %7d tps: %+.1f %%  (%s)\n", p, a, b, c, (c <= 3 ? "met" : "NOT MET") }'
+done
+echo "== what was counted (stat_redis after the last round)"
+fs_psql "$port" "SELECT kind, calls, p50_ms, p99_ms, max_ms FROM flashsale.stat_redis WHERE calls > 0" |
+    sed 's/^/ /'
