@@ -9,6 +9,9 @@ source "$(dirname "$0")/lib.sh"
 SUITES=("$@")
 [ ${#SUITES[@]} -gt 0 ] || SUITES=(regress isolation stress tap)
 
+# the demo draws its PNG with gnuplot when it is there (test/stress/demo_picture.sh
+# checks it); the demo does not install it, the test command does
+FS_PACKAGES+=" gnuplot-nox"
 fs_install_deps
 fs_build
 
