@@ -48,7 +48,8 @@ GRANT EXECUTE ON FUNCTION flashsale.stat_entries(int) TO pg_monitor;
 CREATE VIEW flashsale.stat_stock AS
 SELECT s.id AS product_id, s.c0 AS sales, s.c1 AS units_sold, s.c2 AS units_given_back,
        s.c3 AS sold_out, s.c4 AS refills, s.c5 AS units_refilled, s.c6 AS returns,
-       s.c7 AS units_returned, s.t0 AS last_sale, s.t1 AS last_refill, a.available AS allotment
+       s.c7 AS units_returned, s.t0 AS last_sale, s.t1 AS last_refill,
+       coalesce(a.available, 0) AS allotment
   FROM flashsale.stat_entries(1) s
   LEFT JOIN flashsale.allotments() a ON a.product_id = s.id;
 

@@ -529,7 +529,7 @@ lease(FsAllot *a, int64 need, int64 want, bool throw)
 	}
 	SpinLockRelease(&a->mutex);
 	if (granted > 0)
-		fs_stat_allot(a->key.product, true, granted);
+		fs_stat_allot(a->key.db, a->key.product, true, granted);
 	return granted > 0 ? LEASE_GRANTED : LEASE_SHORT;
 }
 
@@ -894,7 +894,7 @@ give_back(FsAllot *a)
 		a->seq = seq;
 		a->pool_seen += units;
 		SpinLockRelease(&a->mutex);
-		fs_stat_allot(a->key.product, false, units);
+		fs_stat_allot(a->key.db, a->key.product, false, units);
 		return true;
 	}
 	if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == -1)

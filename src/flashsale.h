@@ -319,7 +319,7 @@ enum
 };
 extern void fs_stat_entry_add(FsStatEntryKind kind, int64 id, int counter, int64 n, bool insert);
 extern void fs_stat_sale(int64 product, int64 qty, bool committed);
-extern void fs_stat_allot(int64 product, bool refill, int64 units);
+extern void fs_stat_allot(Oid db, int64 product, bool refill, int64 units);
 typedef enum FsRedisKind
 {
 	FS_RK_STOCK, FS_RK_LOCK, FS_RK_LIMIT, FS_RK_SYNC, FS_RK_CALL

@@ -97,7 +97,8 @@ typedef enum FsFailure
 	FS_OK = 0,
 	FS_CONNECT,					/* Redis unreachable, or SELECT refused */
 	FS_AUTH,					/* Redis refused AUTH */
-	FS_CALL						/* a call timed out or the connection broke */
+	FS_CALL,					/* a call timed out or the connection broke */
+	FS_CLUSTER					/* the cluster redirected or deferred it until the deadline */
 } FsFailure;
 
 /* Commands handed to a socket so far: lets callers tell "never sent" apart. */
@@ -581,9 +582,17 @@ fail(FsConn *c, bool throw, FsFailure failure, const char *err)
 {
 	char	   *address = fs_redis_address();
 
-	fs_stat_redis(cur_kind, failure != FS_CALL ? FS_REDIS_ERR_CONNECT
+	fs_stat_redis(cur_kind, failure == FS_CLUSTER ? FS_REDIS_ERR_TIMEOUT
+				  : failure != FS_CALL ? FS_REDIS_ERR_CONNECT
 				  : strncmp(err, "timed out", 9) == 0 ? FS_REDIS_ERR_TIMEOUT : FS_REDIS_ERR_CONNECT);
 	discard(c);
+	if (throw && failure == FS_CLUSTER)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("the Redis Cluster did not serve the call within flashsale.redis_timeout"),
+				 errdetail("Redis at %s: %s.", address, err),
+				 errhint("A hash slot was being migrated or a failover was under way; nothing was done, "
+						 "and the call can be retried.")));
 	if (throw)
 		ereport(ERROR,
 				(errcode(failure == FS_CALL ? ERRCODE_CONNECTION_FAILURE
@@ -828,6 +837,7 @@ cluster_command(FsConnSet *set, int slot, int argc, const char **argv, const siz
 	char		ask_host[256];
 	int			ask_port = 0;
 	FsConn	   *c = NULL;
+	uint64		sent_before = fs_redis_sent;
 
 	if (cleanup_depth > 0 && cleanup_failed)
 		return NULL;			/* stop at the first failure */
@@ -889,25 +899,36 @@ cluster_command(FsConnSet *set, int slot, int argc, const char **argv, const siz
 			fs_cluster_map_suspect();
 			break;
 		}
-		if (reply->type == REDIS_REPLY_ERROR && hop < 16)
+		if (reply->type == REDIS_REPLY_ERROR)
 		{
+			bool		later = strncmp(reply->str, "TRYAGAIN", 8) == 0 ||
+				strncmp(reply->str, "CLUSTERDOWN", 11) == 0;
+
 			kind = fs_cluster_redirect(reply->str, to_host, sizeof(to_host), &to_port);
-			if (kind != 0)
+			if (kind != 0 || later)
 			{
-				/* MOVED: the map has learnt it; ASK: there, this once */
+				/*
+				 * Nothing was done.  MOVED: the map has learnt it; ASK: there,
+				 * this once; TRYAGAIN (a script's keys split by a migration,
+				 * or missing on both sides of it), CLUSTERDOWN (a failover):
+				 * after a pause.  Redirections in a row pause too after 16,
+				 * and the deadline ends it all as a class 08 error: the
+				 * caller retries as after a lost connection.
+				 */
+				if ((later || hop >= 16) && !retry_pause(deadline))
+				{
+					err = psprintf("%s (still after %d ms)", reply->str, fs_redis_timeout_ms);
+					freeReplyObject(reply);
+					fs_redis_sent = sent_before;	/* nothing ran anywhere */
+					failure = FS_CLUSTER;
+					break;
+				}
 				freeReplyObject(reply);
 				ask_port = kind == 'A' ? to_port : 0;
 				if (kind == 'A')
 					strlcpy(ask_host, to_host, sizeof(ask_host));
-				continue;
-			}
-			if ((strncmp(reply->str, "TRYAGAIN", 8) == 0 || strncmp(reply->str, "CLUSTERDOWN", 11) == 0) &&
-				retry_pause(deadline))
-			{
-				/* a slot mid-migration, or a failover under way: nothing was done */
-				freeReplyObject(reply);
-				ask_port = 0;
-				fs_cluster_map_suspect();
+				if (later)
+					fs_cluster_map_suspect();
 				continue;
 			}
 		}

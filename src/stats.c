@@ -161,8 +161,8 @@ evict_one(void)
  * Add n to counter of the entry (kind, id) of this database; a new entry is
  * made when insert (never from a transaction callback).
  */
-void
-fs_stat_entry_add(FsStatEntryKind kind, int64 id, int counter, int64 n, bool insert)
+static void
+entry_add(Oid db, FsStatEntryKind kind, int64 id, int counter, int64 n, bool insert)
 {
 	StatKey		key;
 	StatEntry  *e;
@@ -170,7 +170,7 @@ fs_stat_entry_add(FsStatEntryKind kind, int64 id, int counter, int64 n, bool ins
 	if (!on() || n == 0)
 		return;
 	memset(&key, 0, sizeof(key));
-	key.db = MyDatabaseId;
+	key.db = db;
 	key.kind = kind;
 	key.id = id;
 	LWLockAcquire(shared->lock, LW_SHARED);
@@ -206,6 +206,12 @@ fs_stat_entry_add(FsStatEntryKind kind, int64 id, int counter, int64 n, bool ins
 	LWLockRelease(shared->lock);
 }
 
+void
+fs_stat_entry_add(FsStatEntryKind kind, int64 id, int counter, int64 n, bool insert)
+{
+	entry_add(MyDatabaseId, kind, id, counter, n, insert);
+}
+
 /*
  * A transaction's take of product ended: sold (a sale of qty units) or
  * given back.  From the transaction callbacks: updates an entry made at the
@@ -238,20 +244,23 @@ fs_stat_sale(int64 product, int64 qty, bool committed)
 	LWLockRelease(shared->lock);
 }
 
-/* An allotment of product was refilled from the pool (a lease) or returned to it. */
+/*
+ * An allotment of product of database db was refilled from the pool (a
+ * lease) or returned to it (the worker returns every database's).
+ */
 void
-fs_stat_allot(int64 product, bool refill, int64 units)
+fs_stat_allot(Oid db, int64 product, bool refill, int64 units)
 {
 	if (refill)
 	{
-		fs_stat_entry_add(FS_STAT_PRODUCT, product, FS_SP_REFILLS, 1, true);
-		fs_stat_entry_add(FS_STAT_PRODUCT, product, FS_SP_UNITS_REFILLED, units, false);
-		fs_stat_entry_add(FS_STAT_PRODUCT, product, FS_SP_LAST_REFILL, GetCurrentTimestamp(), false);
+		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_REFILLS, 1, true);
+		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_UNITS_REFILLED, units, false);
+		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_LAST_REFILL, GetCurrentTimestamp(), false);
 	}
 	else if (units > 0)
 	{
-		fs_stat_entry_add(FS_STAT_PRODUCT, product, FS_SP_RETURNS, 1, true);
-		fs_stat_entry_add(FS_STAT_PRODUCT, product, FS_SP_UNITS_RETURNED, units, false);
+		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_RETURNS, 1, true);
+		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_UNITS_RETURNED, units, false);
 	}
 }
 
@@ -402,10 +411,14 @@ fs_stat_entries(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* The latency below which a fraction q of the calls of kind fell, in ms; NULL with no calls. */
+/*
+ * The latency below which a fraction q of the calls of kind fell, in ms (the
+ * middle of its bucket, never above the maximum seen); NULL with no calls.
+ */
 static Datum
 percentile_ms(int kind, double q, bool *isnull)
 {
+	double		max = (double) pg_atomic_read_u64(&shared->max_us[kind]);
 	uint64		total = 0;
 	uint64		seen = 0;
 	uint64		counts[FS_HIST_BUCKETS];
@@ -419,9 +432,9 @@ percentile_ms(int kind, double q, bool *isnull)
 	{
 		seen += counts[b];
 		if ((double) seen >= q * (double) total)
-			return Float8GetDatum(bucket_mid(b) / 1000.0);
+			return Float8GetDatum(Min(bucket_mid(b), max) / 1000.0);
 	}
-	return Float8GetDatum(bucket_mid(FS_HIST_BUCKETS - 1) / 1000.0);
+	return Float8GetDatum(max / 1000.0);
 }
 
 Datum
