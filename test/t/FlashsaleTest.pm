@@ -36,7 +36,7 @@ our @EXPORT = qw(
   new_node psql_raw wait_until poll_sql sql_row
   sale_setup allotment_sale pgbench_start pgbench_finish wait_mid_sale hold_units
   system_identifier sync_pass worker_status worker_pids check_stock
-  pgbench_victim wait_crash_restart killed_re stock_key allot_key
+  pgbench_victim wait_crash_restart killed_re stock_key allot_key process_gone
   allot_fields stock_figures db_left allotment wait_allotments_back
 );
 
@@ -385,17 +385,21 @@ my %scripts = (
 	rollback_retry => "BEGIN;\nSELECT buy(1);\nROLLBACK;\n",);
 
 # pgbench_start(node, clients => 64, transactions => 100 (or duration => s),
-#               rate => tps (none), scripts => [buy => 9, rollback => 1])
+#               rate => tps (none), scripts => [buy => 9, rollback => 1],
+#               script_texts => { name => text }: scripts of the caller's own,
+#               named in scripts beside the ones above)
 #   -> run handle
 sub pgbench_start
 {
 	my ($node, %o) = @_;
 	my $dir = PostgreSQL::Test::Utils::tempdir('pgbench');
+	my %text = (%scripts, %{ $o{script_texts} // {} });
 	my @files;
 	my @s = @{ $o{scripts} // [ buy => 9, rollback => 1 ] };
 	while (my ($name, $weight) = splice(@s, 0, 2))
 	{
-		PostgreSQL::Test::Utils::append_to_file("$dir/$name.sql", $scripts{$name});
+		die "pgbench_start: no script named '$name'" unless defined $text{$name};
+		PostgreSQL::Test::Utils::append_to_file("$dir/$name.sql", $text{$name});
 		push @files, '-f', "$dir/$name.sql\@$weight";
 	}
 	my $run = { out => '', err => '', node => $node };
@@ -517,15 +521,16 @@ sub system_identifier
 }
 
 # pgbench_victim(node, run): the pid of a pgbench backend in a transaction
-# that has an xid (it has written or is about to) if one shows within 10 s,
+# that has an xid (it has written or is about to) if one shows within 2 s,
 # else of one that is busy (within 20 s more); undef if none, and then
 # pgbench's output so far is noted.
 sub pgbench_victim
 {
 	my ($node, $run) = @_;
 	my $victim;
-	# in a transaction (an xid: units in flight) if one shows within 10 s,
-	# else any busy pgbench backend: the crash restart is what is tested
+	# in a transaction (an xid: units in flight) if one shows within 2 s
+	# (a sale may be over in seconds), else any busy pgbench backend: the crash
+	# restart is what is tested
 	for my $cond ('backend_xid IS NOT NULL', "state <> 'idle'")
 	{
 		wait_until(
@@ -536,7 +541,7 @@ sub pgbench_victim
 				$victim = $out if $ok && $out =~ /^\d+$/;
 				return defined $victim;
 			},
-			$cond =~ /xid/ ? 10 : 20);
+			$cond =~ /xid/ ? 2 : 20);
 		last if defined $victim;
 	}
 	if (!defined $victim && $run)
