@@ -525,9 +525,8 @@ issue_core(int64 member_id, int64 coupon_id, int64 *member_coupon_id)
 	/* the answer, counted (an issue rolled back later was still answered "issued") */
 	if (status == FS_ISSUED)
 	{
-		fs_stat_entry_add(FS_STAT_COUPON, coupon_id, FS_SC_ISSUED, 1, true);
-		fs_stat_entry_add(FS_STAT_COUPON, coupon_id, FS_SC_LAST_ISSUE,
-						  GetCurrentStatementStartTimestamp(), false);
+		fs_stat_entry_add2(FS_STAT_COUPON, coupon_id, FS_SC_ISSUED, 1,
+						   FS_SC_LAST_ISSUE, GetCurrentStatementStartTimestamp(), true);
 	}
 	else if (status != FS_NOT_FOUND)
 		fs_stat_entry_add(FS_STAT_COUPON, coupon_id,

@@ -318,7 +318,9 @@ enum
 	FS_SC_LOCK_WAITS, FS_SC_LOCK_TIMEOUTS, FS_SC_LAST_ISSUE = 8
 };
 extern void fs_stat_entry_add(FsStatEntryKind kind, int64 id, int counter, int64 n, bool insert);
-extern void fs_stat_sale(int64 product, int64 qty, bool committed);
+extern void fs_stat_entry_add2(FsStatEntryKind kind, int64 id, int counter, int64 n, int counter2,
+							   int64 n2, bool insert);
+extern void fs_stat_sale(int64 product, int64 qty, int64 sales, bool committed);
 extern void fs_stat_allot(Oid db, int64 product, bool refill, int64 units);
 typedef enum FsRedisKind
 {

@@ -161,8 +161,19 @@ evict_one(void)
  * Add n to counter of the entry (kind, id) of this database; a new entry is
  * made when insert (never from a transaction callback).
  */
+static inline void
+entry_set(StatEntry *e, int counter, int64 n)
+{
+	if (counter >= FS_STAT_ENTRY_FIRST_TIME)
+		pg_atomic_write_u64(&e->c[counter], (uint64) n);	/* a timestamp */
+	else
+		pg_atomic_fetch_add_u64(&e->c[counter], n);
+}
+
+/* Add n to counter (and n2 to counter2, unless it is -1) of an entry: see fs_stat_entry_add. */
 static void
-entry_add(Oid db, FsStatEntryKind kind, int64 id, int counter, int64 n, bool insert)
+entry_add(Oid db, FsStatEntryKind kind, int64 id, int counter, int64 n, int counter2, int64 n2,
+		  bool insert)
 {
 	StatKey		key;
 	StatEntry  *e;
@@ -187,6 +198,7 @@ entry_add(Oid db, FsStatEntryKind kind, int64 id, int counter, int64 n, bool ins
 			if (hash_get_num_entries(table) >= fs_max_stat_entries)
 				evict_one();
 			e = hash_search(table, &key, HASH_ENTER_NULL, &found);
+			pg_atomic_fetch_add_u64(&shared->clock, 1);
 			if (e && !found)
 			{
 				for (int i = 0; i < FS_STAT_ENTRY_COUNTERS; i++)
@@ -197,11 +209,11 @@ entry_add(Oid db, FsStatEntryKind kind, int64 id, int counter, int64 n, bool ins
 	}
 	if (e)
 	{
-		if (counter >= FS_STAT_ENTRY_FIRST_TIME)
-			pg_atomic_write_u64(&e->c[counter], (uint64) n);	/* a timestamp */
-		else
-			pg_atomic_fetch_add_u64(&e->c[counter], n);
-		pg_atomic_write_u64(&e->last_used, pg_atomic_fetch_add_u64(&shared->clock, 1));
+		entry_set(e, counter, n);
+		if (counter2 >= 0)
+			entry_set(e, counter2, n2);
+		/* the clock moves at each new entry only: no shared write per call but this one */
+		pg_atomic_write_u64(&e->last_used, pg_atomic_read_u64(&shared->clock));
 	}
 	LWLockRelease(shared->lock);
 }
@@ -209,16 +221,24 @@ entry_add(Oid db, FsStatEntryKind kind, int64 id, int counter, int64 n, bool ins
 void
 fs_stat_entry_add(FsStatEntryKind kind, int64 id, int counter, int64 n, bool insert)
 {
-	entry_add(MyDatabaseId, kind, id, counter, n, insert);
+	entry_add(MyDatabaseId, kind, id, counter, n, -1, 0, insert);
+}
+
+/* The same with a second counter (or timestamp) of the same entry, in one look-up. */
+void
+fs_stat_entry_add2(FsStatEntryKind kind, int64 id, int counter, int64 n, int counter2, int64 n2,
+				   bool insert)
+{
+	entry_add(MyDatabaseId, kind, id, counter, n, counter2, n2, insert);
 }
 
 /*
- * A transaction's take of product ended: sold (a sale of qty units) or
- * given back.  From the transaction callbacks: updates an entry made at the
+ * A transaction's takes of product ended: sold (sales takes of qty units in
+ * all) or given back.  From the transaction callbacks: updates an entry made at the
  * take, makes none.
  */
 void
-fs_stat_sale(int64 product, int64 qty, bool committed)
+fs_stat_sale(int64 product, int64 qty, int64 sales, bool committed)
 {
 	StatKey		key;
 	StatEntry  *e;
@@ -235,7 +255,7 @@ fs_stat_sale(int64 product, int64 qty, bool committed)
 	{
 		if (committed)
 		{
-			pg_atomic_fetch_add_u64(&e->c[FS_SP_SALES], 1);
+			pg_atomic_fetch_add_u64(&e->c[FS_SP_SALES], sales);
 			pg_atomic_fetch_add_u64(&e->c[FS_SP_UNITS_SOLD], qty);
 		}
 		else
@@ -253,14 +273,12 @@ fs_stat_allot(Oid db, int64 product, bool refill, int64 units)
 {
 	if (refill)
 	{
-		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_REFILLS, 1, true);
-		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_UNITS_REFILLED, units, false);
-		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_LAST_REFILL, GetCurrentTimestamp(), false);
+		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_REFILLS, 1, FS_SP_UNITS_REFILLED, units, true);
+		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_LAST_REFILL, GetCurrentTimestamp(), -1, 0, false);
 	}
 	else if (units > 0)
 	{
-		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_RETURNS, 1, true);
-		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_UNITS_RETURNED, units, false);
+		entry_add(db, FS_STAT_PRODUCT, product, FS_SP_RETURNS, 1, FS_SP_UNITS_RETURNED, units, true);
 	}
 }
 

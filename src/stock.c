@@ -285,7 +285,7 @@ end_take_counted(Take *t, bool committed, bool counted)
 	{
 		fs_allot_end_take(t->allot, t->qty, committed);
 		if (counted)
-			fs_stat_sale(t->product, t->qty, committed);
+			fs_stat_sale(t->product, t->qty, 1, committed);
 	}
 }
 
@@ -293,6 +293,38 @@ static void
 end_take(Take *t, bool committed)
 {
 	end_take_counted(t, committed, true);
+}
+
+/*
+ * The transaction ended: every take ends, counted in the statistics one
+ * product at a time (a run of takes of one product is one update).
+ */
+static void
+end_all_takes(bool committed)
+{
+	int64		product = 0,
+				units = 0,
+				sales = 0;
+	ListCell   *lc;
+
+	foreach(lc, takes)
+	{
+		Take	   *t = lfirst(lc);
+
+		end_take_counted(t, committed, false);
+		if (t->restore || t->qty == 0)
+			continue;
+		if (sales > 0 && t->product != product)
+		{
+			fs_stat_sale(product, units, sales, committed);
+			units = sales = 0;
+		}
+		product = t->product;
+		units += t->qty;
+		sales++;
+	}
+	if (sales > 0)
+		fs_stat_sale(product, units, sales, committed);
 }
 
 /*
@@ -346,15 +378,13 @@ stock_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_COMMIT:
 			/* durable already: shared memory only, nothing that can fail */
-			foreach(lc, takes)
-				end_take(lfirst(lc), true);
+			end_all_takes(true);
 			foreach(lc, dirty)
 				fs_allot_invalidate(((Dirty *) lfirst(lc))->gen, ((Dirty *) lfirst(lc))->product, true);
 			forget_transaction();
 			break;
 		case XACT_EVENT_ABORT:
-			foreach(lc, takes)
-				end_take(lfirst(lc), false);
+			end_all_takes(false);
 			foreach(lc, dirty)
 				fs_allot_invalidate(((Dirty *) lfirst(lc))->gen, ((Dirty *) lfirst(lc))->product, true);
 			forget_transaction();
@@ -577,11 +607,21 @@ reserve(int n, const int64 *products, const int64 *qtys, int64 *left,
 
 		if (result == TAKE_OK)
 		{
-			/* the entries the commit will count in, made now (a commit makes none) */
+			/*
+			 * The entries the commit will count in, made now (a commit makes
+			 * none); once per product and transaction is enough.
+			 */
+			static int64 touched_product;
+			static TimestampTz touched_xact;
 			TimestampTz now = GetCurrentTransactionStartTimestamp();
 
 			for (int i = 0; i < n; i++)
-				fs_stat_entry_add(FS_STAT_PRODUCT, products[i], FS_SP_LAST_SALE, now, true);
+				if (products[i] != touched_product || now != touched_xact)
+				{
+					fs_stat_entry_add(FS_STAT_PRODUCT, products[i], FS_SP_LAST_SALE, now, true);
+					touched_product = products[i];
+					touched_xact = now;
+				}
 			return RESERVED;
 		}
 

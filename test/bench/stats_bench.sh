@@ -8,7 +8,11 @@
 #   local     throttle_local() on one key
 #   throttle  throttle() on one key (a Redis round trip)
 # each as NAME-on and NAME-off (track_stats set with ALTER SYSTEM and a reload
-# between runs; every run opens new connections).
+# between runs; every run opens new connections).  64 clients on 2 cores vary
+# by 10-20 % from run to run, more than the cost looked for, so the cost is
+# also measured where it is not drowned: one session calling each path N times
+# in one statement, on and off alternating (SET per statement), microseconds
+# per call, medians of 7.
 # Usage: test/bench/stats_bench.sh [seconds per run, default 4] [rounds, default 5]
 source "$(dirname "$0")/../../scripts/lib.sh"
 
@@ -60,6 +64,36 @@ for p in "${PATHS[@]}"; do
     awk -v p="$p" -v a="${med[$p-on]}" -v b="${med[$p-off]}" 'BEGIN {
         c = (1 - a / b) * 100
         printf " %-9s on %7d, off %7d tps: %+.1f %%  (%s)\n", p, a, b, c, (c <= 3 ? "met" : "NOT MET") }'
+done
+echo "== one session, microseconds per call (median of 7, on and off alternating)"
+fs_psql "$port" "SELECT flashsale.set_stock(2, 1000000000)" >/dev/null
+coupon2=$(fs_psql "$port" "SELECT flashsale.create_coupon('bench2', 100000000, 1000000)")
+per_call() { # on|off n sql-with-g (g: 1..n, plus an offset per run)
+    fs_psql "$port" "SET flashsale.track_stats = $1;
+        SELECT round(extract(epoch FROM clock_timestamp() - t0) * 1e6 / $2, 2)
+          FROM (SELECT clock_timestamp() AS t0) s,
+               LATERAL (SELECT count($3) FROM generate_series(1, $2) g) c" | tail -1
+}
+declare -A one
+off=0
+for ((r = 0; r < 7; r++)); do
+    for state in on off; do
+        off=$((off + 5000))
+        one[sale-$state]+="$(per_call $state 20000 "flashsale.try_decrement_stock(2)") "
+        one[coupon-$state]+="$(per_call $state 2000 "flashsale.try_issue_coupon(g + $off, $coupon2)") "
+        # (a subquery that names g runs once a row)
+        one[local-$state]+="$(per_call $state 50000 \
+            "(SELECT allowed FROM flashsale.throttle_local('one' || g * 0, $LIMIT))") "
+        one[throttle-$state]+="$(per_call $state 5000 \
+            "(SELECT allowed FROM flashsale.throttle('one' || g * 0, $LIMIT))") "
+    done
+done
+fmedian() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+for p in "${PATHS[@]}"; do
+    a=$(fmedian <<< "${one[$p-on]}")
+    b=$(fmedian <<< "${one[$p-off]}")
+    awk -v p="$p" -v a="$a" -v b="$b" 'BEGIN {
+        printf " %-9s on %8.2f us, off %8.2f us: %+.2f us a call, %+.1f %%\n", p, a, b, a - b, (a / b - 1) * 100 }'
 done
 echo "== what was counted (stat_redis after the last round)"
 fs_psql "$port" "SELECT kind, calls, p50_ms, p99_ms, max_ms FROM flashsale.stat_redis WHERE calls > 0" |
