@@ -78,6 +78,11 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 RESET flashsale.redis_cluster;
 SELECT flashsale.stock_level(20);
+-- more cluster seeds: host:port only
+SELECT pg_temp.try($$SET flashsale.redis_cluster_seeds = '10.0.0.2:7000, 10.0.0.3:7000'$$) AS two_seeds;
+SELECT pg_temp.try($$SET flashsale.redis_cluster_seeds = '10.0.0.2'$$) AS no_port;
+SELECT pg_temp.try($$SET flashsale.redis_cluster_seeds = '10.0.0.2:70000'$$) AS bad_port;
+RESET flashsale.redis_cluster_seeds;
 -- a brace in key_prefix would be the keys' hash tag: refused
 SELECT pg_temp.try($$SET flashsale.key_prefix = 'shop{1}:'$$);
 SHOW flashsale.key_prefix;

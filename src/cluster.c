@@ -127,9 +127,48 @@ fs_cluster_slot_node(int slot, const char **host, int *port)
 	return true;
 }
 
+/* flashsale.redis_cluster_seeds, parsed: the seeds after the first */
+#define FS_MAX_SEEDS 16
+static FsNodeAddr seeds[FS_MAX_SEEDS];
+static int	nseeds = 0;
+static char *seeds_parsed = NULL;
+
+static void
+parse_seeds(void)
+{
+	const char *list = fs_redis_cluster_seeds ? fs_redis_cluster_seeds : "";
+	char	   *copy;
+	char	   *save = NULL;
+
+	if (seeds_parsed && strcmp(seeds_parsed, list) == 0)
+		return;
+	nseeds = 0;
+	copy = pstrdup(list);
+	for (char *item = strtok_r(copy, ", ", &save); item && nseeds < FS_MAX_SEEDS;
+		 item = strtok_r(NULL, ", ", &save))
+	{
+		char	   *colon = strrchr(item, ':');
+		int			port = colon ? atoi(colon + 1) : 0;
+
+		/* checked when set (check_cluster_seeds): what does not parse is skipped */
+		if (colon == NULL || colon == item || port <= 0 || port > 65535 ||
+			(size_t) (colon - item) >= sizeof(seeds[0].host))
+			continue;
+		memcpy(seeds[nseeds].host, item, colon - item);
+		seeds[nseeds].host[colon - item] = '\0';
+		seeds[nseeds].port = port;
+		nseeds++;
+	}
+	pfree(copy);
+	if (seeds_parsed)
+		pfree(seeds_parsed);
+	seeds_parsed = MemoryContextStrdup(TopMemoryContext, list);
+}
+
 /*
  * Where to read the map from, i-th choice: the seed (flashsale.redis_host
- * and redis_port), then every node seen so far.  False past the last.
+ * and redis_port), the other seeds (flashsale.redis_cluster_seeds), then
+ * every node seen so far.  False past the last.
  */
 bool
 fs_cluster_map_source(int i, const char **host, int *port)
@@ -140,10 +179,18 @@ fs_cluster_map_source(int i, const char **host, int *port)
 		*port = fs_redis_port;
 		return true;
 	}
-	if (i - 1 >= nnodes)
+	parse_seeds();
+	if (i - 1 < nseeds)
+	{
+		*host = seeds[i - 1].host;
+		*port = seeds[i - 1].port;
+		return true;
+	}
+	i -= 1 + nseeds;
+	if (i >= nnodes)
 		return false;
-	*host = nodes[i - 1].host;
-	*port = nodes[i - 1].port;
+	*host = nodes[i].host;
+	*port = nodes[i].port;
 	return true;
 }
 

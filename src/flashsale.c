@@ -43,6 +43,7 @@ char	   *fs_redis_password = NULL;
 char	   *fs_redis_sentinels = NULL;
 char	   *fs_redis_sentinel_master = NULL;
 bool		fs_redis_cluster = false;
+char	   *fs_redis_cluster_seeds = NULL;
 int			fs_redis_database = 0;
 int			fs_redis_connect_timeout_ms = 1000;
 int			fs_redis_timeout_ms = 1000;
@@ -79,6 +80,37 @@ check_key_prefix(char **newval, void **extra, GucSource source)
 		GUC_check_errdetail("It contains a brace; flashsale's keys use braces for Redis Cluster hash tags.");
 		return false;
 	}
+	return true;
+}
+
+static bool
+check_cluster_seeds(char **newval, void **extra, GucSource source)
+{
+	char	   *copy = pstrdup(*newval ? *newval : "");
+	char	   *save = NULL;
+	int			n = 0;
+
+	for (char *item = strtok_r(copy, ", ", &save); item; item = strtok_r(NULL, ", ", &save))
+	{
+		char	   *colon = strrchr(item, ':');
+		char	   *end = NULL;
+		long		port = colon ? strtol(colon + 1, &end, 10) : 0;
+
+		if (colon == NULL || colon == item || colon - item >= 256 || end == colon + 1 || *end != '\0' ||
+			port < 1 || port > 65535)
+		{
+			GUC_check_errdetail("\"%s\" is not host:port.", item);
+			pfree(copy);
+			return false;
+		}
+		if (++n > 16)
+		{
+			GUC_check_errdetail("At most 16 seeds.");
+			pfree(copy);
+			return false;
+		}
+	}
+	pfree(copy);
 	return true;
 }
 
@@ -162,6 +194,11 @@ _PG_init(void)
 							 "its keys' hash slot.",
 							 &fs_redis_cluster, false,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("flashsale.redis_cluster_seeds",
+							   "More Redis Cluster nodes to read the slot map from, as host:port,host:port,...",
+							   "Tried in turn when flashsale.redis_host and flashsale.redis_port do not answer.",
+							   &fs_redis_cluster_seeds, "",
+							   PGC_SUSET, 0, check_cluster_seeds, NULL, NULL);
 	DefineCustomIntVariable("flashsale.redis_database",
 							"Redis database number (SELECT).",
 							NULL, &fs_redis_database, 0, 0, 1000000,

@@ -100,6 +100,8 @@ extern void fs_shmem_define_size(const char *name, const char *short_desc,
 								 const char *long_desc, int *value);
 struct Latch;
 extern void fs_shmem_set_worker_latch(struct Latch *latch);
+extern void fs_shmem_note_failover(void);
+extern uint64 fs_shmem_failovers(void);
 extern void fs_shmem_wake_worker(void);
 extern void fs_named_locks_init(void);
 extern Size fs_named_locks_shmem_size(void);
@@ -361,6 +363,7 @@ extern void fs_stat_worker(int counter, int64 n);
 
 /* ---- Redis Cluster's slot map (cluster.c): no I/O, redis.c's ---- */
 extern bool fs_redis_cluster;
+extern char *fs_redis_cluster_seeds;
 extern int	fs_cluster_key_slot(const char *key, size_t len);
 extern int	fs_cluster_command_slot(int argc, const char **argv, const size_t *lens);
 extern bool fs_cluster_slot_node(int slot, const char **host, int *port);

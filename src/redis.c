@@ -182,11 +182,11 @@ current_settings(void)
 	const char *user = fs_redis_user ? fs_redis_user : "";
 
 	/* the user's length keeps "a|b" + "c" apart from "a" + "b|c" */
-	return psprintf("%s|%d|%d|%zu:%s|%s|%s|%s|%s|%d", fs_redis_host, fs_redis_port, fs_redis_database,
+	return psprintf("%s|%d|%d|%zu:%s|%s|%s|%s|%s|%d|%s", fs_redis_host, fs_redis_port, fs_redis_database,
 					strlen(user), user, fs_redis_password ? fs_redis_password : "",
 					fs_redis_sentinels ? fs_redis_sentinels : "",
 					fs_redis_sentinel_master ? fs_redis_sentinel_master : "", fs_tls_settings(),
-					(int) fs_redis_cluster);
+					(int) fs_redis_cluster, fs_redis_cluster_seeds ? fs_redis_cluster_seeds : "");
 }
 
 static void
@@ -502,6 +502,9 @@ connect_master(FsConn *c, TimestampTz deadline, char **err)
 			r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0)
 		{
 			freeReplyObject(r);
+			/* another master than this backend's last: a failover, the worker checks now */
+			if (master_host[0] && (port != master_port || strcmp(host, master_host) != 0))
+				fs_shmem_note_failover();
 			strlcpy(master_host, host, sizeof(master_host));
 			master_port = port;
 			pfree(list);
@@ -879,7 +882,9 @@ cluster_command(FsConnSet *set, int slot, int argc, const char **argv, const siz
 		failure = ensure_connected(c, host, port, &err);
 		if (failure != FS_OK)
 		{
+			/* a master that does not answer: a failover may follow, the worker checks */
 			fs_cluster_map_suspect();
+			fs_shmem_note_failover();
 			break;
 		}
 		if (ask_port)

@@ -14,6 +14,7 @@
 #include "flashsale.h"
 
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -25,6 +26,7 @@ typedef struct FsShared
 {
 	slock_t		mutex;
 	Latch	   *worker_latch;	/* the running worker's; NULL when none runs */
+	pg_atomic_uint64 failovers; /* Redis failovers noticed by any backend (fs_shmem_note_failover) */
 } FsShared;
 
 static FsShared *shared = NULL;
@@ -62,6 +64,7 @@ fs_shmem_startup(void)
 	{
 		SpinLockInit(&shared->mutex);
 		shared->worker_latch = NULL;
+		pg_atomic_init_u64(&shared->failovers, 0);
 	}
 	fs_worker_shmem_init();
 	fs_named_locks_shmem_init();
@@ -119,4 +122,27 @@ fs_shmem_wake_worker(void)
 	SpinLockRelease(&shared->mutex);
 	if (latch)
 		SetLatch(latch);
+}
+
+/*
+ * A backend found Redis' master moved (a Sentinel failover, a cluster node
+ * that failed): the worker runs a sync pass at once, so that the products
+ * whose last writes the old master took with it are checked now rather than
+ * at the next interval (redis.c tells, the worker asks; no file depends on
+ * the other).
+ */
+void
+fs_shmem_note_failover(void)
+{
+	if (shared == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&shared->failovers, 1);
+	fs_shmem_wake_worker();
+}
+
+/* How many failovers were noticed since the server started. */
+uint64
+fs_shmem_failovers(void)
+{
+	return shared ? pg_atomic_read_u64(&shared->failovers) : 0;
 }

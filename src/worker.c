@@ -221,6 +221,8 @@ fs_worker_main(Datum arg)
 	TimestampTz next_pass = 0;
 	TimestampTz next_idle = 0;
 	bool		sync_requested = false;
+	uint64		failovers = fs_shmem_failovers();
+	TimestampTz last_pass = 0;
 	MemoryContext loop_cxt;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -256,6 +258,7 @@ fs_worker_main(Datum arg)
 		if (now >= next_pass || sync_requested)
 		{
 			sync_requested = false;
+			last_pass = now;
 			if (run_pass(&logged_outage))
 			{
 				backoff_ms = 0;
@@ -306,6 +309,23 @@ fs_worker_main(Datum arg)
 		}
 		if (sync_requested_flag())
 			sync_requested = true;
+		if (fs_shmem_failovers() != failovers)
+		{
+			/*
+			 * A backend noticed a failover (or a cluster node that did not
+			 * answer): the products it may have cost are checked at once,
+			 * but not more than a pass a second (a node down makes every
+			 * buyer's call notice it).
+			 */
+			TimestampTz soon = TimestampTzPlusMilliseconds(last_pass, 1000);
+
+			failovers = fs_shmem_failovers();
+			if (soon < next_pass)
+			{
+				ereport(LOG, (errmsg("flashsale: a Redis failover was noticed; a sync pass follows")));
+				next_pass = soon;
+			}
+		}
 	}
 }
 

@@ -142,6 +142,7 @@ my $bench = pgbench_start($node, clients => 16, duration => 15, rate => 300,
 	scripts => [ buy_retry => 9, rollback_retry => 1 ]);
 ok(wait_mid_sale($bench, $UNITS * 7 / 10), 'sale under way (70 % left)');
 my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM orders');
+my $log_offset = -s $node->logfile;
 ok(kill('KILL', redis_pid()), "master (port $mport) killed");
 ok( wait_until(
 		sub { cli($sports[0], 'SENTINEL', 'get-master-addr-by-name', 'shop') =~ /\b$rport$/ },
@@ -154,6 +155,10 @@ ok( wait_until(
 		60),
 	'sales resumed: 200 more orders after the failover');
 is(redis_port_of_node(), $rport, 'flashsale talks to the new master');
+# the first backend that found the new master told the worker, which checks at once
+# (flashsale.sync_interval is an hour here)
+ok($node->wait_for_log(qr/a Redis failover was noticed; a sync pass follows/, $log_offset),
+	'the worker heard of the failover: a sync pass follows at once');
 
 is(pgbench_finish($bench), 0, 'pgbench: every buyer got an answer (retrying on class 08)');
 my $errors = $node->safe_psql('postgres', 'SELECT count(*) FROM redis_errors');

@@ -1096,5 +1096,44 @@ SELECT flashsale.once('order:rb', '1 hour');
 		"true/0\nfalse/0", 'the throttle key kept what it counted on the target');
 }
 
+# ---------------------------------------------------------------- 7. the seed node dies
+
+# flashsale.redis_host names one node; with only it, a backend that has no
+# slot map yet (a new session, a restarted worker) cannot read one while it
+# is down.  flashsale.redis_cluster_seeds names more.
+{
+	my ($seed) = grep { $_->{port} == $ports[0] } masters();
+	BAIL_OUT('the seed is not a master with a replica')
+	  unless $seed && @{ $seed->{replicas} };
+	my $others = join(',', map { "127.0.0.1:$_" } grep { $_ != $ports[0] && $pid_of{$_} } @ports);
+	$node->safe_psql('postgres', "ALTER SYSTEM SET flashsale.redis_cluster_seeds = '$others'");
+	$node->reload;
+	ok(poll_sql($node, 'SHOW flashsale.redis_cluster_seeds', $others, 10), "redis_cluster_seeds = $others");
+	ok(kill('KILL', $pid_of{ $ports[0] }), "the seed master $ports[0] killed");
+	delete $pid_of{ $ports[0] };
+	ok( wait_until(
+			sub {
+				my $t2 = topology($seed->{replicas}[0]) or return 0;
+				my ($me) = grep { $_->{flags} =~ /myself/ } values %$t2;
+				return $me->{flags} =~ /master/;
+			},
+			60),
+		"its replica $seed->{replicas}[0] took over");
+	wait_settled('after the seed died');
+	is( $node->safe_psql('postgres',
+			"SELECT flashsale.stock_level(1) >= 0, flashsale.redis_call('PING')"),
+		"t|PONG", 'a new session reads the slot map from another seed (redis_cluster_seeds)');
+	$node->safe_psql('postgres', 'ALTER SYSTEM RESET flashsale.redis_cluster_seeds');
+	$node->reload;
+	ok(poll_sql($node, 'SHOW flashsale.redis_cluster_seeds', '', 10), 'redis_cluster_seeds reset');
+	my ($ret, $out, $err) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\nSELECT flashsale.redis_call('PING')");
+	like($err, qr/ERROR:\s+08001:.*\n.*cluster seed node/,
+		'without it, a new session cannot: 08001, the seed named in the detail');
+	($ret, $out, $err) = $node->psql('postgres', "SET flashsale.redis_cluster_seeds = 'nowhere'");
+	like($err, qr/invalid value for parameter "flashsale.redis_cluster_seeds"/,
+		'a seed that is not host:port is refused');
+}
+
 note sprintf('run time %.1f s', time() - $T0);
 done_testing();
