@@ -519,6 +519,13 @@ wait_settled('cluster created') or BAIL_OUT('the cluster did not come up');
 is(key_slot('{user1000}.following'), cli($ports[0], 'CLUSTER', 'KEYSLOT', '{user1000}.following'),
 	"this file's key_slot() agrees with CLUSTER KEYSLOT");
 note sprintf('cluster up after %.1f s', time() - $T0);
+# flashsale logs in as an ACL user on every node (replicas too: ACLs are not replicated, and a
+# replica may become a master); this file's own client stays the default user
+my ($USER, $PW) = ('shop', 'shop-secret');
+is( join(',',
+		map { rcall($_, 'ACL', 'SETUSER', $USER, 'on', ">$PW", '~*', '&*', '+@all') } @ports),
+	join(',', ('OK') x @ports),
+	"ACL user $USER on all six nodes");
 
 # ---------------------------------------------------------------- PostgreSQL
 
@@ -527,9 +534,13 @@ my $node = new_node(
 	extra_conf => "flashsale.redis_cluster = on\n"
 	  . "flashsale.redis_host = '127.0.0.1'\n"
 	  . "flashsale.redis_port = $ports[0]\n"
+	  . "flashsale.redis_user = '$USER'\n"
+	  . "flashsale.redis_password = '$PW'\n"
 	  # many leases: the sale talks to the cluster all the time
 	  . "flashsale.allotment_max = 5\n");
 is($node->safe_psql('postgres', 'SHOW flashsale.redis_cluster'), 'on', 'flashsale.redis_cluster is on');
+is($node->safe_psql('postgres', "SELECT flashsale.redis_call('ACL', 'WHOAMI')"),
+	$USER, "logged in to the cluster as $USER");
 
 sale_setup($node, $UNITS);    # product 1, orders, redis_errors, buy(p)
 $node->safe_psql(
