@@ -35,8 +35,11 @@ DEMO_OUT=${FS_DEMO_OUT:-$FS_DEMO_CALLER_DIR}
 [ "${DEMO_OUT#/}" != "$DEMO_OUT" ] || DEMO_OUT=$FS_DEMO_CALLER_DIR/$DEMO_OUT
 DEMO_GNUPLOT=${FS_DEMO_GNUPLOT-gnuplot}
 
-fs_install_deps
-fs_build
+# (the test suite, which has just built and installed it, runs the demo with FS_DEMO_BUILT=1)
+if [ -z "${FS_DEMO_BUILT:-}" ]; then
+    fs_install_deps
+    fs_build
+fi
 
 STOCK=${STOCK:-20000}
 

@@ -7,15 +7,16 @@
 source "$(dirname "$0")/../../scripts/lib.sh"
 
 out=$(fs_tmpdir)
-run_demo() { # log, then env assignments
-    local log=$1
-    shift
-    env "$@" QUANTITY=300 MEMBERS=600 STOCK=400 FS_DEMO_OUT="$out" \
-        bash "$FS_ROOT/scripts/demo.sh" 8 100 > "$log" 2>&1
+run_demo() { # log, clients, attempts, then env assignments
+    local log=$1 clients=$2 attempts=$3
+    shift 3
+    # built and installed by the test command already
+    env "$@" QUANTITY=300 MEMBERS=600 STOCK=400 FS_DEMO_OUT="$out" FS_DEMO_BUILT=1 \
+        bash "$FS_ROOT/scripts/demo.sh" "$clients" "$attempts" > "$log" 2>&1
 }
 
 rc=0
-run_demo "$out/demo.log" || rc=$?
+run_demo "$out/demo.log" 8 100 || rc=$?
 fs_check "demo exit status" "$rc" 0
 fs_check "live lines (t=…s left … sales/s … sold-out/s … redis p99 … errors …) >= 2" \
     "$(( $(grep -cE '^  t=[0-9.]+s  left [0-9-]+  sales/s [0-9]+  sold-out/s [0-9]+  redis p99 ([0-9.]+ ms|-)  errors [0-9]+$' "$out/demo.log") >= 2 ))" 1
@@ -30,7 +31,7 @@ else
     echo "   (gnuplot is not installed: no PNG to check)"
 fi
 rc=0
-run_demo "$out/demo-sparkline.log" FS_DEMO_GNUPLOT=/nonexistent/gnuplot || rc=$?
+run_demo "$out/demo-sparkline.log" 4 40 FS_DEMO_GNUPLOT=/nonexistent/gnuplot || rc=$?
 fs_check "without gnuplot: demo exit status" "$rc" 0
 fs_check "without gnuplot: sparklines of sales/s and units left" \
     "$(grep -cE '^  (sales/s|units left) +[▁▂▃▄▅▆▇█]+' "$out/demo-sparkline.log")" 4
