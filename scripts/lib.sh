@@ -244,6 +244,15 @@ trap fs_cleanup EXIT
 
 fs_now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
 
+# the median of the numbers on stdin, one a line (benchmarks): of an even count, the
+# mean of the middle two (an integer when the numbers are)
+fs_median() {
+    sort -g | awk '{ a[NR] = $1 } END {
+        if (NR % 2) { print a[(NR + 1) / 2]; exit }
+        m = (a[NR / 2] + a[NR / 2 + 1]) / 2
+        print (a[NR / 2] ~ /^-?[0-9]+$/) ? int(m) : m }'
+}
+
 # SQL in a new backend (against $port), at top level: its failure aborts the
 # transaction.  Sets OUT (psql's output and errors, verbose), STATE (the
 # SQLSTATE, or "ok"), DETAIL (the first one) and MS (wall clock).

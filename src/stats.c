@@ -240,28 +240,10 @@ fs_stat_entry_add2(FsStatEntryKind kind, int64 id, int counter, int64 n, int cou
 void
 fs_stat_sale(int64 product, int64 qty, int64 sales, bool committed)
 {
-	StatKey		key;
-	StatEntry  *e;
-
-	if (!on())
-		return;
-	memset(&key, 0, sizeof(key));
-	key.db = MyDatabaseId;
-	key.kind = FS_STAT_PRODUCT;
-	key.id = product;
-	LWLockAcquire(shared->lock, LW_SHARED);
-	e = hash_search(table, &key, HASH_FIND, NULL);
-	if (e)
-	{
-		if (committed)
-		{
-			pg_atomic_fetch_add_u64(&e->c[FS_SP_SALES], sales);
-			pg_atomic_fetch_add_u64(&e->c[FS_SP_UNITS_SOLD], qty);
-		}
-		else
-			pg_atomic_fetch_add_u64(&e->c[FS_SP_UNITS_GIVEN_BACK], qty);
-	}
-	LWLockRelease(shared->lock);
+	if (committed)
+		entry_add(MyDatabaseId, FS_STAT_PRODUCT, product, FS_SP_SALES, sales, FS_SP_UNITS_SOLD, qty, false);
+	else
+		entry_add(MyDatabaseId, FS_STAT_PRODUCT, product, FS_SP_UNITS_GIVEN_BACK, qty, -1, 0, false);
 }
 
 /*

@@ -62,7 +62,7 @@ run() {
     fs_psql "$port" "CHECKPOINT" >/dev/null
     fs_tps "$port" "$2" "$SECS" "$dir/$1.sql"
 }
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+median() { printf '%s\n' "$@" | fs_median; }
 
 printf '%-8s %10s %10s %10s %16s %18s\n' clients naive ceiling flashsale flashsale/naive flashsale/ceiling
 for c in 16 64; do

@@ -38,7 +38,6 @@ stats() { # on|off
     fs_psql "$port" "SELECT pg_reload_conf()" >/dev/null
     sleep 0.2
 }
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 
 declare -A runs med
 echo "== $CLIENTS clients: tps per run and median of $ROUNDS rounds x ${SECS}s, contenders interleaved"
@@ -56,7 +55,7 @@ for ((r = 0; r < ROUNDS; r++)); do
 done
 stats on
 for name in "${CONTENDERS[@]}"; do
-    med[$name]=$(tr ' ' '\n' <<< "${runs[$name]}" | grep . | median)
+    med[$name]=$(tr ' ' '\n' <<< "${runs[$name]}" | grep . | fs_median)
     printf ' %-13s median %7d tps  (runs: %s)\n' "$name" "${med[$name]}" "${runs[$name]% }"
 done
 echo "== cost of the statistics: 1 - on/off (medians; target <= 3 %)"
@@ -91,10 +90,9 @@ for ((r = 0; r < 7; r++)); do
             "(SELECT allowed FROM flashsale.throttle('one' || g * 0, $LIMIT))") "
     done
 done
-fmedian() { tr ' ' '\n' | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 for p in "${PATHS[@]}"; do
-    a=$(fmedian <<< "${one[$p-on]}")
-    b=$(fmedian <<< "${one[$p-off]}")
+    a=$(tr ' ' '\n' <<< "${one[$p-on]}" | grep . | fs_median)
+    b=$(tr ' ' '\n' <<< "${one[$p-off]}" | grep . | fs_median)
     awk -v p="$p" -v a="$a" -v b="$b" 'BEGIN {
         printf " %-9s on %8.2f us, off %8.2f us: %+.2f us a call, %+.1f %%\n", p, a, b, a - b, (a / b - 1) * 100 }'
 done

@@ -56,7 +56,6 @@ script soldout     'SELECT flashsale.try_decrement_stock(2);'
 script select1     'SELECT 1;'
 chmod 644 "$dir"/*.sql
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 
 # run every contender once per round, in a rotating order; prints "name clients tps" lines
 declare -A runs
@@ -80,7 +79,7 @@ done
 declare -A med
 for c in 16 64; do
     for name in "${CONTENDERS[@]}"; do
-        med["$name/$c"]=$(tr ' ' '\n' <<< "${runs[$name/$c]}" | grep . | median)
+        med["$name/$c"]=$(tr ' ' '\n' <<< "${runs[$name/$c]}" | grep . | fs_median)
         printf '%3s clients %-11s median %6d tps  (runs: %s)\n' "$c" "$name" "${med[$name/$c]}" "${runs[$name/$c]}"
     done
     awk -v c="$c" -v f="${med[flashsale/$c]}" -v n="${med[ceiling/$c]}" -v h="${med[hotrow/$c]}" \
@@ -92,7 +91,7 @@ done
 echo "== 64 clients: 1,000 products at random; a sold-out product against SELECT 1"
 for ((r = 0; r < ROUNDS; r++)); do bench_round "$r" 64 random soldout select1; done
 for name in random soldout select1; do
-    med["$name/64"]=$(tr ' ' '\n' <<< "${runs[$name/64]}" | grep . | median)
+    med["$name/64"]=$(tr ' ' '\n' <<< "${runs[$name/64]}" | grep . | fs_median)
     printf ' 64 clients %-11s median %6d tps  (runs: %s)\n' "$name" "${med[$name/64]}" "${runs[$name/64]}"
 done
 awk -v r="${med[random/64]}" -v n="${med[ceiling/64]}" -v s="${med[soldout/64]}" -v o="${med[select1/64]}" 'BEGIN {

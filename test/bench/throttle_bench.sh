@@ -53,7 +53,6 @@ for name in "${CONTENDERS[@]}"; do
     fi
 done
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 
 declare -A runs med
 echo "== $CLIENTS clients: tps per run and median of $ROUNDS rounds x ${SECS}s, contenders interleaved"
@@ -69,7 +68,7 @@ for ((r = 0; r < ROUNDS; r++)); do
     echo "${line%,}"
 done
 for name in "${CONTENDERS[@]}"; do
-    med[$name]=$(tr ' ' '\n' <<< "${runs[$name]}" | grep . | median)
+    med[$name]=$(tr ' ' '\n' <<< "${runs[$name]}" | grep . | fs_median)
     printf ' %-13s median %7d tps  (runs: %s)\n' "$name" "${med[$name]}" "${runs[$name]% }"
 done
 
