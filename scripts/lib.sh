@@ -244,6 +244,34 @@ trap fs_cleanup EXIT
 
 fs_now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
 
+# Benchmarks: ROUNDS rounds of every contender of CONTENDERS (CLIENTS clients,
+# SECS seconds each, pgbench on $port), the order rotating from round to round;
+# prints each round's tps and each contender's median, and fills the caller's
+# associative arrays runs (the tps of every run) and med (the medians).  The
+# caller may define bench_prepare NAME (run before each run) and bench_script
+# NAME (the pgbench script's path; default "$dir/NAME.sql").
+fs_bench_rounds() {
+    local r k n=${#CONTENDERS[@]} name line t script
+    echo "== $CLIENTS clients: tps per run and median of $ROUNDS rounds x ${SECS}s, contenders interleaved"
+    for ((r = 0; r < ROUNDS; r++)); do
+        line="round $((r + 1)):"
+        for ((k = 0; k < n; k++)); do
+            name=${CONTENDERS[$(( (k + r) % n ))]}
+            ! declare -F bench_prepare >/dev/null || bench_prepare "$name"
+            script="$dir/$name.sql"
+            ! declare -F bench_script >/dev/null || script=$(bench_script "$name")
+            t=$(fs_tps "$port" "$CLIENTS" "$SECS" "$script")
+            runs[$name]+="$t "
+            line+=" $name $t,"
+        done
+        echo "${line%,}"
+    done
+    for name in "${CONTENDERS[@]}"; do
+        med[$name]=$(tr ' ' '\n' <<< "${runs[$name]}" | grep . | fs_median)
+        printf ' %-13s median %7d tps  (runs: %s)\n' "$name" "${med[$name]}" "${runs[$name]% }"
+    done
+}
+
 # the median of the numbers on stdin, one a line (benchmarks): of an even count, the
 # mean of the middle two (an integer when the numbers are)
 fs_median() {

@@ -40,24 +40,10 @@ stats() { # on|off
 }
 
 declare -A runs med
-echo "== $CLIENTS clients: tps per run and median of $ROUNDS rounds x ${SECS}s, contenders interleaved"
-for ((r = 0; r < ROUNDS; r++)); do
-    n=${#CONTENDERS[@]}
-    line="round $((r + 1)):"
-    for ((k = 0; k < n; k++)); do
-        name=${CONTENDERS[$(( (k + r) % n ))]}
-        stats "${name##*-}"
-        t=$(fs_tps "$port" "$CLIENTS" "$SECS" "$dir/${name%-*}.sql")
-        runs[$name]+="$t "
-        line+=" $name $t,"
-    done
-    echo "${line%,}"
-done
+bench_prepare() { stats "${1##*-}"; }
+bench_script() { echo "$dir/${1%-*}.sql"; }
+fs_bench_rounds
 stats on
-for name in "${CONTENDERS[@]}"; do
-    med[$name]=$(tr ' ' '\n' <<< "${runs[$name]}" | grep . | fs_median)
-    printf ' %-13s median %7d tps  (runs: %s)\n' "$name" "${med[$name]}" "${runs[$name]% }"
-done
 echo "== cost of the statistics: 1 - on/off (medians; target <= 3 %)"
 for p in "${PATHS[@]}"; do
     awk -v p="$p" -v a="${med[$p-on]}" -v b="${med[$p-off]}" 'BEGIN {

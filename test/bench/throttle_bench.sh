@@ -53,24 +53,8 @@ for name in "${CONTENDERS[@]}"; do
     fi
 done
 
-
 declare -A runs med
-echo "== $CLIENTS clients: tps per run and median of $ROUNDS rounds x ${SECS}s, contenders interleaved"
-for ((r = 0; r < ROUNDS; r++)); do
-    n=${#CONTENDERS[@]}
-    line="round $((r + 1)):"
-    for ((k = 0; k < n; k++)); do
-        name=${CONTENDERS[$(( (k + r) % n ))]}
-        t=$(fs_tps "$port" "$CLIENTS" "$SECS" "$dir/$name.sql")
-        runs[$name]+="$t "
-        line+=" $name $t,"
-    done
-    echo "${line%,}"
-done
-for name in "${CONTENDERS[@]}"; do
-    med[$name]=$(tr ' ' '\n' <<< "${runs[$name]}" | grep . | fs_median)
-    printf ' %-13s median %7d tps  (runs: %s)\n' "$name" "${med[$name]}" "${runs[$name]% }"
-done
+fs_bench_rounds
 
 ratio() { # label numerator denominator [target]
     awk -v l="$1" -v a="${med[$2]}" -v b="${med[$3]}" -v t="${4:-}" 'BEGIN {
