@@ -46,9 +46,10 @@ SELECT * FROM pg_temp.t('th:a', 2);
 SELECT * FROM pg_temp.t('th:a', 2);
 SELECT * FROM pg_temp.t('th:a', 2);
 -- the key in Redis: "throttle:{<byte length>:<key>}", expiring when back at full burst
+-- (at the end of that second)
 SELECT flashsale.redis_call('EXISTS', 'throttle:{4:th:a}') AS "throttle:{4:th:a}";
 SELECT flashsale.redis_call('PTTL', 'throttle:{4:th:a}')::bigint
-       BETWEEN (3000 - 0.1) * 3600000 AND 3000 * 3600000::bigint AS expires_in_3000_hours;
+       BETWEEN (3000 - 0.1) * 3600000 AND 3000 * 3600000::bigint + 1000 AS expires_in_3000_hours;
 -- two keys are independent
 SELECT * FROM pg_temp.t('th:b', 2);
 SELECT * FROM pg_temp.t('th:a', 2);
@@ -124,6 +125,34 @@ SELECT * FROM pg_temp.tl('th:big', 2, 3);
 SELECT * FROM pg_temp.tl('th:big', 2);
 -- Redis is not asked
 SELECT pg_temp.in_redis('throttle', 'th:local') AS in_redis;
+
+-- a key expires at the end of the second its TAT falls in; a write whose TAT stays in
+-- the stored one's second keeps the expiry (SET KEEPTTL), one that leaves it sets it anew
+CREATE FUNCTION pg_temp.expiry(k text) RETURNS text LANGUAGE sql AS $$
+    SELECT CASE WHEN e % 1000 <> 0 THEN 'not at a whole second: ' || e
+                WHEN e * 1000 < tat THEN 'before the TAT'
+                WHEN e * 1000 - tat >= 1000000 THEN 'a second or more after the TAT'
+                ELSE 'the end of the TAT''s second' END
+    FROM (SELECT flashsale.redis_call('PEXPIRETIME', pg_temp.rkey('throttle', k))::bigint AS e,
+                 flashsale.redis_call('GET', pg_temp.rkey('throttle', k))::bigint AS tat) x $$;
+SELECT allowed FROM flashsale.throttle('th:exp', 1000, 1, '1 s', 5);
+SELECT pg_temp.expiry('th:exp');
+-- a TAT 10.5 s ahead with a far expiry of our own: 1 us more stays in its second
+SELECT flashsale.redis_call('EVAL', $$
+    local t = redis.call('TIME')
+    local tat = (tonumber(t[1]) + 10) * 1000000 + 500000
+    return redis.call('SET', KEYS[1], tat, 'PXAT', 4000000000000)$$, '1',
+    pg_temp.rkey('throttle', 'th:exp')) AS far_expiry_set;
+SELECT allowed FROM flashsale.throttle('th:exp', 100000000, 1000000, '1 s');
+SELECT flashsale.redis_call('PEXPIRETIME', pg_temp.rkey('throttle', 'th:exp')) AS expiry_kept;
+-- 2 s more leaves it: the expiry follows the TAT again
+SELECT allowed FROM flashsale.throttle('th:exp', 100000000, 1000000, '1 s', 2000000);
+SELECT pg_temp.expiry('th:exp');
+-- a refund writes the same expiry
+BEGIN;
+SELECT allowed FROM flashsale.throttle('th:exp', 100000000, 1000000, '1 s', 3000000, true);
+ROLLBACK;
+SELECT pg_temp.expiry('th:exp');
 
 -- refund_on_rollback: a rolled-back transaction gives back what it was admitted
 BEGIN;

@@ -139,6 +139,7 @@ extern int	fs_max_throttle_keys;
 extern void fs_throttle_init(void);
 extern Size fs_throttle_local_shmem_size(void);
 extern void fs_throttle_local_shmem_init(void);
+extern void fs_gcra_step(const FsGcra *g, int64 *tat, int64 now, FsGcraResult *r);
 extern void fs_throttle_local_admit(const char *key, const FsGcra *g, FsGcraResult *r);
 extern void fs_throttle_local_refund(Oid db, const char *key, int64 increment, int64 tat);
 

@@ -450,25 +450,29 @@ fs_throttle(PG_FUNCTION_ARGS)
 	FsGcra		g;
 	int64		limit;
 	bool		refund;
-	char		interval[32],
-				tolerance[32],
+	char		tolerance[32],
 				increment[32];
 	const char *argv[4];
-	RedisCall	call = {&fs_script_throttle, 1, 4, argv, NULL};
+	RedisCall	call = {&fs_script_throttle, 1, 3, argv, NULL};
 	Pending    *p = NULL;
 	FsReply    *reply;
+	const FsReply *x;
 	FsGcraResult r;
+	int64		d,
+				now = 0;
 
 	limit_args(fcinfo, &g, &limit, &refund);
 	argv[0] = redis_key("throttle", key);
-	snprintf(interval, sizeof(interval), "%.17g", g.interval);
 	snprintf(tolerance, sizeof(tolerance), INT64_FORMAT, g.tolerance);
 	snprintf(increment, sizeof(increment), INT64_FORMAT, g.increment);
-	argv[1] = interval;
-	argv[2] = tolerance;
-	argv[3] = increment;
+	argv[1] = tolerance;
+	argv[2] = increment;
 	if (refund)
+	{
+		argv[3] = "now";		/* a refund needs the TAT in Redis' time */
+		call.argc = 4;
 		p = new_pending(PENDING_THROTTLE, argv[0]);	/* before: nothing can fail after the reply */
+	}
 
 	reply = call_redis(&call);
 	if (reply == NULL)
@@ -476,16 +480,27 @@ fs_throttle(PG_FUNCTION_ARGS)
 		drop_pending(p);
 		return limit_row(fcinfo, limit, NULL);
 	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5)
-		bad_reply("throttle");
-	for (int i = 0; i < 5; i++)
-		if (reply->element[i]->type != REDIS_REPLY_INTEGER)
+	/*
+	 * d (allowed) or -1 - d (limited), d how far the key's TAT was ahead of
+	 * Redis' now; {that, now} when asked for the time.  The figures follow
+	 * from d; the TAT left is absolute only when now came too.
+	 */
+	x = reply;
+	if (refund)
+	{
+		if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+			reply->element[1]->type != REDIS_REPLY_INTEGER)
 			bad_reply("throttle");
-	r.allowed = reply->element[0]->integer == 1;
-	r.remaining = reply->element[1]->integer;
-	r.retry_after = reply->element[2]->integer;
-	r.reset_after = reply->element[3]->integer;
-	r.tat = reply->element[4]->integer;
+		x = reply->element[0];
+		now = reply->element[1]->integer;
+	}
+	if (x->type != REDIS_REPLY_INTEGER)
+		bad_reply("throttle");
+	d = x->integer >= 0 ? x->integer : -1 - x->integer;
+	d += now;
+	fs_gcra_step(&g, &d, now, &r);
+	if (r.allowed != (x->integer >= 0))
+		bad_reply("throttle");
 	fs_redis_free(reply);
 	keep_admission(p, &g, &r);
 	fs_stat_limit(FS_LIM_THROTTLE, r.allowed);

@@ -84,11 +84,12 @@ fs_throttle_local_shmem_init(void)
 }
 
 /*
- * One GCRA step (src/lua/throttle.lua's, line for line) on *tat at now:
- * *tat moves when allowed.
+ * One GCRA step on *tat at now: *tat moves when allowed.  throttle() runs it
+ * too, on the TAT and the time src/lua/throttle.lua answers with (the
+ * script decides and writes; this says by how much).
  */
-static void
-gcra_step(const FsGcra *g, int64 *tat, int64 now, FsGcraResult *r)
+void
+fs_gcra_step(const FsGcra *g, int64 *tat, int64 now, FsGcraResult *r)
 {
 	int64		base = Max(*tat, now);
 	int64		next = base + g->increment;
@@ -196,7 +197,7 @@ fs_throttle_local_admit(const char *key, const FsGcra *g, FsGcraResult *r)
 		int64		tat = now;
 
 		LWLockRelease(shared->lock);
-		gcra_step(g, &tat, now, r);
+		fs_gcra_step(g, &tat, now, r);
 		return;
 	}
 	if (e == NULL)
@@ -223,7 +224,7 @@ fs_throttle_local_admit(const char *key, const FsGcra *g, FsGcraResult *r)
 		}
 	}
 	SpinLockAcquire(&e->mutex);
-	gcra_step(g, &e->tat, now, r);
+	fs_gcra_step(g, &e->tat, now, r);
 	e->last_used = now;
 	SpinLockRelease(&e->mutex);
 	LWLockRelease(shared->lock);

@@ -7,6 +7,8 @@
 -- KEYS[1] the key's TAT, ARGV[1] the increment, ARGV[2] the TAT the admission
 -- left, in microseconds
 -- Returns the microseconds given back (0 when the key had expired).
+-- The key expires at the end of the second its TAT falls in, as
+-- src/lua/throttle.lua writes it (which relies on that to keep an expiry).
 local cur = tonumber(redis.call('GET', KEYS[1]))
 if not cur then return 0 end
 local t = redis.call('TIME')
@@ -17,6 +19,6 @@ local new = cur - back
 if new <= now then
     redis.call('DEL', KEYS[1])
 else
-    redis.call('SET', KEYS[1], new, 'PXAT', math.ceil(new / 1000))
+    redis.call('SET', KEYS[1], new, 'PXAT', math.ceil(new / 1000000) * 1000)
 end
 return back
