@@ -12,6 +12,9 @@
 #   fs_redis_stop DIR         stop it by the pid in DIR/redis.pid
 #   fs_redis PORT ARGS...     redis-cli against it
 #   fs_tps PORT CLIENTS SECONDS SCRIPT   pgbench (prepared, -j 2) for SECONDS: prints tps
+#                     (on CPUs $FS_BENCH_CPUS when set)
+#   fs_bench_rounds   interleaved rounds of benchmark contenders, medians
+#   fs_bench_place_redis REDIS_PID_FILE DATADIR [off]   Redis on a CPU of its own (benchmarks)
 #   fs_stack_start [conf lines...]  a Redis and a PostgreSQL pointed at it, flashsale created:
 #                     sets dir, port (PostgreSQL) and rport (Redis)
 #   fs_check NAME ACTUAL EXPECTED   prints ok:/FAIL:, a FAIL sets fail=1
@@ -209,7 +212,7 @@ fs_redis() {
 }
 
 fs_tps() {
-    fs_as_pg pgbench -n -M prepared -h 127.0.0.1 -p "$1" -U postgres -c "$2" -j 2 -T "$3" \
+    fs_as_pg ${FS_BENCH_CPUS:+taskset -c "$FS_BENCH_CPUS"} pgbench -n -M prepared -h 127.0.0.1 -p "$1" -U postgres -c "$2" -j 2 -T "$3" \
         -f "$4" postgres 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}'
 }
 
@@ -270,6 +273,30 @@ fs_bench_rounds() {
         med[$name]=$(tr ' ' '\n' <<< "${runs[$name]}" | grep . | fs_median)
         printf ' %-13s median %7d tps  (runs: %s)\n' "$name" "${med[$name]}" "${runs[$name]% }"
     done
+}
+
+# Benchmarks: give Redis (pid file $1) the last CPU and PostgreSQL (data
+# directory $2: the postmaster, every process it has, every backend it will
+# fork) and fs_tps' pgbench the others, as when Redis runs on a host of its
+# own; "off" undoes it.  False when there are fewer than 2 CPUs or no taskset.
+fs_bench_place_redis() { # redis.pid datadir [off]
+    local n rpid pm all others p
+    n=$(nproc)
+    [ "$n" -ge 2 ] && command -v taskset >/dev/null || return 1
+    rpid=$(cat "$1")
+    pm=$(head -1 "$2/postmaster.pid")
+    all="0-$((n - 1))"
+    others="0-$((n - 2))"
+    [ "$n" -gt 2 ] || others=0
+    if [ "${3:-}" = off ]; then
+        taskset -p -c "$all" "$rpid" >/dev/null
+        for p in "$pm" $(pgrep -P "$pm"); do taskset -p -c "$all" "$p" >/dev/null 2>&1 || true; done
+        unset FS_BENCH_CPUS
+    else
+        taskset -p -c "$((n - 1))" "$rpid" >/dev/null
+        for p in "$pm" $(pgrep -P "$pm"); do taskset -p -c "$others" "$p" >/dev/null 2>&1 || true; done
+        FS_BENCH_CPUS=$others
+    fi
 }
 
 # the median of the numbers on stdin, one a line (benchmarks): of an even count, the

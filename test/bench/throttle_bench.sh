@@ -15,6 +15,10 @@
 #   local-10k       throttle_local() likewise (flashsale.max_throttle_keys =
 #                   20000 here, so that no eviction is measured)
 # Targets (medians): throttle >= 0.9 x ping, throttle_local >= 0.8 x SELECT 1.
+# Twice: with every process sharing every CPU (placement 1), then with Redis
+# alone on a CPU (placement 2, taskset; the Redis contenders only).  In each,
+# where Redis' time went during a run of ping and of throttle: on a CPU, or
+# waiting for one (/proc/PID/schedstat).
 # Then the Redis commands per call (INFO commandstats over a timed run of
 # throttle and of throttle-10k; commands a script runs are counted too, so
 # they are listed by name).
@@ -57,21 +61,67 @@ declare -A runs med
 fs_bench_rounds
 
 ratio() { # label numerator denominator [target]
-    awk -v l="$1" -v a="${med[$2]}" -v b="${med[$3]}" -v t="${4:-}" 'BEGIN {
-        if (b == 0) { printf " %-28s n/a (%s has no tps)\n", l, "'"$3"'"; exit }
-        r = a / b
-        printf " %-28s %.2fx", l, r
-        if (t != "") printf "  (target >= %.1fx: %s)", t, (r >= t ? "met" : "NOT MET")
+    # the ratio of the medians, and the median of the rounds' own ratios (the
+    # runs of a round are less than a round apart: slow drift cancels); the
+    # target is judged on the latter
+    local per
+    per=$(paste <(tr ' ' '\n' <<< "${runs[$2]% }") <(tr ' ' '\n' <<< "${runs[$3]% }") |
+        awk '$2 > 0 { printf "%.4f\n", $1 / $2 }' | fs_median)
+    awk -v l="$1" -v a="${med[$2]}" -v b="${med[$3]}" -v p="${per:-0}" -v t="${4:-}" 'BEGIN {
+        if (b == 0) { printf " %-24s n/a\n", l; exit }
+        printf " %-24s %.2fx of medians, %.2fx median of rounds", l, a / b, p
+        if (t != "") printf "  (target >= %.1fx: %s)", t, (p >= t ? "met" : "NOT MET")
         printf "\n" }'
 }
-echo "== ratios of medians"
-ratio "throttle / ping"         throttle ping 0.9
-ratio "throttle / incr"         throttle incr
-ratio "throttle-10k / ping"     throttle-10k ping 0.9
-ratio "throttle-10k / throttle" throttle-10k throttle
-ratio "local / select1"         local select1 0.8
-ratio "local-10k / select1"     local-10k select1 0.8
-ratio "local / throttle"        local throttle
+ratios() {
+    echo "== ratios of medians"
+    ratio "throttle / ping"         throttle ping 0.9
+    ratio "throttle / incr"         throttle incr
+    ratio "throttle-10k / ping"     throttle-10k ping 0.9
+    ratio "throttle-10k / throttle" throttle-10k throttle
+    [ -n "${med[local]:-}" ] || return 0
+    ratio "local / select1"         local select1 0.8
+    ratio "local-10k / select1"     local-10k select1 0.8
+    ratio "local / throttle"        local throttle
+}
+
+# Where Redis' time went during one run of each of these: on a CPU, or
+# runnable and waiting for one (/proc/PID/schedstat), as a share of the run.
+redis_time() {
+    local name a b tps
+    for name in ping throttle; do
+        read -r -a a < "/proc/$rpid/schedstat"
+        tps=$(fs_tps "$port" "$CLIENTS" "$SECS" "$dir/$name.sql")
+        read -r -a b < "/proc/$rpid/schedstat"
+        awk -v n="$name" -v t="$tps" -v r=$(( b[0] - a[0] )) -v w=$(( b[1] - a[1] )) -v s="$SECS" 'BEGIN {
+            printf " %-9s %6d tps: Redis on a CPU %4.1f %% of the run (%4.1f us a call), waiting for one %4.1f %%\n",
+                n, t, r / s / 1e7, r / 1e3 / (t * s), w / s / 1e7 }'
+    done
+}
+rpid=$(cat "$dir/redis/redis.pid")
+
+echo "== placement 1: Redis, PostgreSQL and pgbench share every CPU"
+ratios
+redis_time
+
+# The same with Redis on a CPU of its own, as on a host of its own: there a
+# call's cost is what it adds to PostgreSQL's work and to its latency, not
+# what it takes from a Redis that shares two cores with 64 busy backends.
+if fs_bench_place_redis "$dir/redis/redis.pid" "$dir/data"; then
+    echo "== placement 2: Redis alone on CPU $(( $(nproc) - 1 )), PostgreSQL and pgbench on CPUs $FS_BENCH_CPUS"
+    CONTENDERS=(throttle ping incr throttle-10k)
+    declare -A shared_med
+    for k in "${!med[@]}"; do shared_med[$k]=${med[$k]}; done
+    runs=()
+    med=()
+    fs_bench_rounds
+    ratios
+    redis_time
+    fs_bench_place_redis "$dir/redis/redis.pid" "$dir/data" off
+    for k in "${!shared_med[@]}"; do med[$k]=${shared_med[$k]}; done
+else
+    echo "== placement 2 skipped: fewer than 2 CPUs or no taskset"
+fi
 
 echo "== Redis commands per call (INFO commandstats, $CLIENTS clients, ${SECS}s)"
 for name in throttle throttle-10k ping; do
