@@ -1012,10 +1012,14 @@ is_deeply(
 	[ join(' ', ('true/2') x 9), join(' ', ('true/1') x 9),
 	  join(' ', ('true/0') x 9), join(' ', ('false/0') x 9) ],
 	'throttle: nine keys, burst of 3 each, the 4th call refused on every key');
-is( join(',',
-		map { my $k = 'throttle:{' . length($_) . ":$_}"; cli(owner_of($k), 'EXISTS', $k) } @tkeys),
-	join(',', ('1') x 9),
-	"each throttle key is on its slot's master");
+# EXISTS of each rate-limit key of a kind, asked of its slot's master
+sub on_masters
+{
+	my ($kind, @keys) = @_;
+	return join(',',
+		map { my $k = "$kind:{" . length($_) . ":$_}"; cli(owner_of($k), 'EXISTS', $k) } @keys);
+}
+is(on_masters('throttle', @tkeys), join(',', ('1') x 9), "each throttle key is on its slot's master");
 is( $node->safe_psql(
 		'postgres', q{
 BEGIN;
@@ -1035,10 +1039,7 @@ my @okeys = map { "order:$_" } 1 .. 9;
 	is(join(' ', @r[ 0 .. 8 ]), join(' ', ('t') x 9), 'once: the first call of nine keys passes');
 	is(join(' ', @r[ 9 .. 17 ]), join(' ', ('f') x 9), 'once: the repeats are refused');
 }
-is( join(',',
-		map { my $k = 'once:{' . length($_) . ":$_}"; cli(owner_of($k), 'EXISTS', $k) } @okeys),
-	join(',', ('1') x 9),
-	"each once key is on its slot's master");
+is(on_masters('once', @okeys), join(',', ('1') x 9), "each once key is on its slot's master");
 is( $node->safe_psql(
 		'postgres', q{
 BEGIN;
