@@ -280,23 +280,22 @@ fs_bench_rounds() {
 # fork) and fs_tps' pgbench the others, as when Redis runs on a host of its
 # own; "off" undoes it.  False when there are fewer than 2 CPUs or no taskset.
 fs_bench_place_redis() { # redis.pid datadir [off]
-    local n rpid pm all others p
+    local n pm p redis_cpus pg_cpus
     n=$(nproc)
     [ "$n" -ge 2 ] && command -v taskset >/dev/null || return 1
-    rpid=$(cat "$1")
     pm=$(head -1 "$2/postmaster.pid")
-    all="0-$((n - 1))"
-    others="0-$((n - 2))"
-    [ "$n" -gt 2 ] || others=0
     if [ "${3:-}" = off ]; then
-        taskset -p -c "$all" "$rpid" >/dev/null
-        for p in "$pm" $(pgrep -P "$pm"); do taskset -p -c "$all" "$p" >/dev/null 2>&1 || true; done
+        redis_cpus="0-$((n - 1))"
+        pg_cpus=$redis_cpus
         unset FS_BENCH_CPUS
     else
-        taskset -p -c "$((n - 1))" "$rpid" >/dev/null
-        for p in "$pm" $(pgrep -P "$pm"); do taskset -p -c "$others" "$p" >/dev/null 2>&1 || true; done
-        FS_BENCH_CPUS=$others
+        redis_cpus=$((n - 1))
+        pg_cpus=0
+        [ "$n" -eq 2 ] || pg_cpus="0-$((n - 2))"
+        FS_BENCH_CPUS=$pg_cpus
     fi
+    taskset -p -c "$redis_cpus" "$(cat "$1")" >/dev/null
+    for p in "$pm" $(pgrep -P "$pm"); do taskset -p -c "$pg_cpus" "$p" >/dev/null 2>&1 || true; done
 }
 
 # the median of the numbers on stdin, one a line (benchmarks): of an even count, the

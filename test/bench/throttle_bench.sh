@@ -74,7 +74,7 @@ ratio() { # label numerator denominator [target]
         printf "\n" }'
 }
 ratios() {
-    echo "== ratios of medians"
+    echo "== ratios"
     ratio "throttle / ping"         throttle ping 0.9
     ratio "throttle / incr"         throttle incr
     ratio "throttle-10k / ping"     throttle-10k ping 0.9
@@ -110,15 +110,12 @@ redis_time
 if fs_bench_place_redis "$dir/redis/redis.pid" "$dir/data"; then
     echo "== placement 2: Redis alone on CPU $(( $(nproc) - 1 )), PostgreSQL and pgbench on CPUs $FS_BENCH_CPUS"
     CONTENDERS=(throttle ping incr throttle-10k)
-    declare -A shared_med
-    for k in "${!med[@]}"; do shared_med[$k]=${med[$k]}; done
     runs=()
     med=()
     fs_bench_rounds
     ratios
     redis_time
     fs_bench_place_redis "$dir/redis/redis.pid" "$dir/data" off
-    for k in "${!shared_med[@]}"; do med[$k]=${shared_med[$k]}; done
 else
     echo "== placement 2 skipped: fewer than 2 CPUs or no taskset"
 fi
