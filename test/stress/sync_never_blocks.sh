@@ -53,7 +53,10 @@ fs_check "pgbench exit status" "$rc" 0
 sed -n 's/^progress: \([0-9.]*\) s, \([0-9.]*\) tps.*/\2/p' "$dir/progress.out" > "$dir/rates"
 echo "   tps per second: $(paste -sd' ' "$dir/rates" | awk '{ for (i = 1; i <= NF; i++) printf "%d ", $i }')"
 read -r median lowest <<< "$(sort -n "$dir/rates" | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)], a[1] }')"
-fs_check "seconds reported" "$(wc -l < "$dir/rates")" "$SECS"
+# every whole second is reported, however slow (a stalled second prints 0
+# tps, it does not go missing); the report due at the very end of -T races
+# with pgbench stopping, so it may or may not come (CI: 11 of 12 once)
+fs_check "seconds 1 to $((SECS - 1)) reported" "$(( $(wc -l < "$dir/rates") >= SECS - 1 ))" 1
 fs_check "slowest second >= 20 % of the median ($lowest vs $median)" \
     "$(awk -v l="$lowest" -v m="$median" 'BEGIN { print (m > 0 && l >= 0.2 * m) ? "yes" : "no" }')" yes
 
